@@ -1,0 +1,7 @@
+"""Model registry: ``build(name, **kwargs)`` returns a fresh ``nn.Module``.
+
+Add a model by decorating its constructor with ``@register("name")`` in a module imported here.
+"""
+
+from .registry import MODELS, build, register, names  # noqa: F401
+from . import lenet  # noqa: F401  (registers lenet300, lenet5, lenet5_caffe)
