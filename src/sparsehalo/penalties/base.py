@@ -1,0 +1,147 @@
+"""The :class:`Penalty` base class shared by every shrinkage penalty.
+
+A penalty is an ``nn.Module`` so that its own trainable state (HALO's scales) moves with ``.to()``,
+lives in ``state_dict`` and gets its own optimizer parameter group.  It does *not* own the network
+parameters it penalizes: it keeps references to them, so ``model.parameters()`` and
+``penalty.parameters()`` never overlap.
+
+Typical use (three lines in a user's loop)::
+
+    penalty = sparsehalo.HALO.for_model(model, xi=1e-4, psi=1e-4)
+    opt = torch.optim.SGD([{"params": model.parameters()}, *penalty.param_groups(lr=0.1)],
+                          lr=0.1, momentum=0.9)
+    loss = F.cross_entropy(model(x), y) + penalty()
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..selection import DEFAULT_TYPES, check_partition, select_parameters
+
+
+def scale_key(name: str) -> str:
+    """State-dict-safe key for a parameter name (``nn.ParameterDict`` keys cannot hold dots)."""
+    return name.replace(".", "__")
+
+
+class Penalty(nn.Module):
+    """Base class: a scalar function of a fixed, named set of network parameters.
+
+    Subclasses implement :meth:`forward` (returning a 0-dim tensor) and may own trainable
+    parameters (their *scales*), which :meth:`param_groups` hands to the optimizer.
+
+    Args:
+        params: ``{name: parameter}`` to penalize, usually from :meth:`for_model`.
+        xi: strength of the weight penalty (>= 0).
+        scale_weight_decay: weight decay applied to the penalty's own trainable scales in the
+            optimizer group returned by :meth:`param_groups`. Default 0: the scales are governed by
+            the hyper-penalty alone (sharing the network's weight decay silently changes the method).
+    """
+
+    name: str = "penalty"
+
+    def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 0.0, scale_weight_decay: float = 0.0):
+        super().__init__()
+        if not params:
+            raise ConfigError(f"{type(self).__name__}: the selection of parameters to penalize is empty")
+        if xi < 0:
+            raise ConfigError(f"{type(self).__name__}: xi must be >= 0, got {xi}")
+        if scale_weight_decay < 0:
+            raise ConfigError(f"{type(self).__name__}: scale_weight_decay must be >= 0, got {scale_weight_decay}")
+        self.xi = float(xi)
+        self.scale_weight_decay = float(scale_weight_decay)
+        self.names: tuple[str, ...] = tuple(params)
+        # A plain tuple is not registered by nn.Module: the penalty references, but does not own,
+        # the network's parameters.
+        self._targets: tuple[torch.Tensor, ...] = tuple(params.values())
+
+    @classmethod
+    def for_model(
+        cls,
+        model: nn.Module,
+        *,
+        types: Sequence[str | type] = DEFAULT_TYPES,
+        biases: bool = False,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> "Penalty":
+        """Penalize the parameters of ``model`` chosen by module type and name patterns.
+
+        Args:
+            model: the network.
+            types: module types whose parameters are penalized (default Conv2d and Linear).
+            biases: penalize biases as well as weights.
+            include: ``fnmatch`` patterns; if given, only matching parameter names are penalized.
+            exclude: ``fnmatch`` patterns of parameter names left alone.
+            **kwargs: the penalty's own settings (``xi``, ``psi``, ...).
+        """
+        params = select_parameters(model, types=types, biases=biases, include=include, exclude=exclude)
+        return cls(params, **kwargs)
+
+    # -- what is penalized -------------------------------------------------------------------
+    def penalized(self) -> dict[str, torch.Tensor]:
+        """``{name: parameter}`` of the network tensors this penalty acts on."""
+        return dict(zip(self.names, self._targets))
+
+    def check_partition(self, model: nn.Module) -> None:
+        """Assert that penalized / not penalized covers every parameter of ``model`` exactly once."""
+        ids = {id(p) for p in self._targets}
+        check_partition(
+            model,
+            {
+                "penalized": list(self._targets),
+                "not penalized": [p for p in model.parameters() if id(p) not in ids],
+            },
+        )
+
+    # -- optimization ------------------------------------------------------------------------
+    def param_groups(self, lr: float | None = None, momentum: float | None = None, **options: Any) -> list[dict]:
+        """Optimizer parameter groups for the penalty's trainable scales ([] when it has none).
+
+        The group's weight decay is :attr:`scale_weight_decay` (explicit, default 0), never the
+        optimizer's default.  ``lr`` / ``momentum`` / other options default to the optimizer's.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return []
+        group: dict[str, Any] = {"params": params, "weight_decay": self.scale_weight_decay, "name": f"penalty:{self.name}"}
+        if lr is not None:
+            group["lr"] = lr
+        if momentum is not None:
+            group["momentum"] = momentum
+        group.update(options)
+        return [group]
+
+    def stats(self) -> dict[str, float]:
+        """Summary numbers for logging (host values; call once per epoch, not per step)."""
+        return {}
+
+    def extra_repr(self) -> str:
+        n = sum(t.numel() for t in self._targets)
+        return f"xi={self.xi:g}, tensors={len(self.names)}, penalized_entries={n:,}"
+
+
+class NoPenalty(Penalty):
+    """The zero penalty (dense training), with the same interface."""
+
+    name = "none"
+
+    def __init__(self, params: Mapping[str, torch.Tensor] | None = None, **kwargs: Any):
+        nn.Module.__init__(self)
+        self.xi = 0.0
+        self.scale_weight_decay = 0.0
+        self.names = tuple(params or {})
+        self._targets = tuple((params or {}).values())
+        self.register_buffer("_zero", torch.zeros(()), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        return self._zero
+
+    def extra_repr(self) -> str:
+        return ""
