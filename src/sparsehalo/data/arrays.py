@@ -1,0 +1,193 @@
+"""In-memory image datasets and deterministic batching.
+
+Small vision datasets (MNIST-sized) fit on any device as a uint8 tensor, so batches are made by
+indexing the whole tensor at once instead of going through a ``DataLoader`` with per-sample Python
+calls.  Shuffle order depends only on ``(seed, epoch)``, which makes a resumed run see exactly the
+batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from ..errors import DataError
+
+_U64 = (1 << 64) - 1
+
+
+def _generator(seed: int) -> torch.Generator:
+    # A CPU generator gives the same permutation whatever device the data lives on.
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed & _U64)
+    return g
+
+
+class ArrayDataset:
+    """Images and labels held whole on one device.
+
+    Attributes:
+        images: uint8 tensor ``[N, C, H, W]``.
+        labels: int64 tensor ``[N]``.
+        mean: per-channel mean subtracted from batches (after scaling to [0, 1]), or None.
+        std: per-channel std batches are divided by, or None.
+
+    The tensors may be shared with an in-process cache (see :func:`sparsehalo.data.load_dataset`):
+    treat them as read-only.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise DataError(f"images must be a uint8 [N, C, H, W] tensor, got {images.dtype} {list(images.shape)}")
+        if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+            raise DataError(f"labels must be [N] with N={images.shape[0]}, got {list(labels.shape)}")
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise DataError(f"labels must be integers, got {labels.dtype}")
+        if labels.device != images.device:
+            raise DataError(f"images on {images.device} but labels on {labels.device}")
+        if (mean is None) != (std is None):
+            raise DataError("set both mean and std for normalization, or neither")
+        channels = images.shape[1]
+        if mean is not None:
+            mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+            if len(mean) != channels or len(std) != channels:
+                raise DataError(f"mean/std need {channels} values (one per channel), got {len(mean)}/{len(std)}")
+            if any(s <= 0 for s in std):
+                raise DataError(f"std values must be positive, got {std}")
+        self.images = images
+        self.labels = labels.long()
+        self.mean: tuple[float, ...] | None = mean
+        self.std: tuple[float, ...] | None = std
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __repr__(self) -> str:
+        norm = f", mean={self.mean}, std={self.std}" if self.mean is not None else ""
+        return f"ArrayDataset(n={len(self)}, shape={list(self.images.shape[1:])}, device={self.device}{norm})"
+
+    @property
+    def device(self) -> torch.device:
+        """Device holding the images and labels."""
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> ArrayDataset:
+        """Return a new dataset with both tensors on ``device``."""
+        return ArrayDataset(self.images.to(device), self.labels.to(device), self.mean, self.std)
+
+    def subset(self, index: torch.Tensor) -> ArrayDataset:
+        """Return the samples selected by ``index`` (int64 indices or a bool mask), as a copy."""
+        index = torch.as_tensor(index, device=self.device)
+        return ArrayDataset(self.images[index], self.labels[index], self.mean, self.std)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        """Number of batches :meth:`batches` yields for these arguments."""
+        _check_batch_size(batch_size)
+        n = len(self)
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(x, y)`` batches on the dataset's device.
+
+        Args:
+            batch_size: samples per batch; the last one may be smaller unless ``drop_last``.
+            shuffle: visit samples in a random order that depends only on ``(seed, epoch)``.
+            seed: run seed.
+            epoch: epoch number, so each epoch gets its own order.
+            drop_last: skip a final incomplete batch.
+
+        Yields:
+            ``x`` float32 ``[B, C, H, W]`` scaled to [0, 1] (then normalized if mean/std are set) and
+            ``y`` int64 ``[B]``.
+        """
+        count = self.num_batches(batch_size, drop_last)
+        order = None
+        if shuffle:
+            order = torch.randperm(len(self), generator=_generator(seed * 1_000_003 + epoch))
+            order = order.to(self.device)
+        shift = scale = None
+        if self.mean is not None:
+            shape = (1, -1, 1, 1)
+            shift = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(shape)
+            scale = torch.tensor(self.std, dtype=torch.float32, device=self.device).view(shape)
+        for b in range(count):
+            lo, hi = b * batch_size, (b + 1) * batch_size
+            idx = slice(lo, hi) if order is None else order[lo:hi]
+            x = self.images[idx].to(torch.float32).div_(255.0)
+            if shift is not None:
+                x = x.sub_(shift).div_(scale)
+            yield x, self.labels[idx]
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+@dataclass
+class Splits:
+    """Train/test (and optional validation) datasets of one named dataset."""
+
+    train: ArrayDataset
+    test: ArrayDataset
+    val: ArrayDataset | None
+    num_classes: int
+    name: str
+
+    def to(self, device: torch.device | str) -> Splits:
+        """Return new splits with every dataset on ``device``."""
+        return Splits(
+            train=self.train.to(device),
+            test=self.test.to(device),
+            val=None if self.val is None else self.val.to(device),
+            num_classes=self.num_classes,
+            name=self.name,
+        )
+
+
+def split_validation(train: ArrayDataset, val_size: int | float, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """Carve a validation set out of ``train``, deterministically by ``seed``.
+
+    Args:
+        train: the full training set.
+        val_size: number of validation samples (an int), or a fraction in (0, 1) of ``train``.
+        seed: selects which samples go to validation.
+
+    Returns:
+        ``(train_rest, val)``; both keep the original sample order and they are disjoint.
+
+    Raises:
+        DataError: ``val_size`` leaves no sample for validation or for training.
+    """
+    n = len(train)
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
+        raise DataError(f"val_size must be a count or a fraction, got {val_size!r}")
+    if isinstance(val_size, float):
+        if not 0.0 < val_size < 1.0:
+            raise DataError(f"val_size as a fraction must be in (0, 1), got {val_size}")
+        count = round(val_size * n)
+    else:
+        count = val_size
+    if not 0 < count < n:
+        raise DataError(f"val_size={val_size} must leave at least one sample in both splits of {n} training samples")
+    # Offset the seed so the split is not correlated with the epoch-0 shuffle of the same seed.
+    perm = torch.randperm(n, generator=_generator(seed * 1_000_003 + 0x5EED_5EED))
+    val_idx, _ = perm[:count].sort()
+    rest_idx, _ = perm[count:].sort()
+    return train.subset(rest_idx), train.subset(val_idx)

@@ -1,0 +1,137 @@
+"""Download IDX datasets with checksum verification before anything is saved.
+
+Each file goes to a temporary name in the destination directory, its uncompressed sha256 is checked,
+and only then is it renamed into place (an atomic rename on one file system).  A failed or corrupt
+download therefore never leaves a partial file behind and never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ..errors import DataError
+from .idx import GZIP_MAGIC, read_idx_bytes
+from .mnist import IDX_DATASETS, IdxDatasetSpec, cache_root, corrupt_message, sha256_uncompressed
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def mirror_for(spec: IdxDatasetSpec, base_url: str | None = None) -> str:
+    """Base URL to fetch from: ``base_url``, else ``$<spec.mirror_env>``, else the default mirror."""
+    url = base_url or os.environ.get(spec.mirror_env, "").strip() or spec.default_mirror
+    return url.rstrip("/") + "/"
+
+
+def _is_valid(path: Path, expected: str) -> bool:
+    try:
+        return sha256_uncompressed(path) == expected
+    except DataError:  # unreadable or broken gzip counts as "not valid", to be replaced
+        return False
+
+
+def _fetch(url: str, directory: Path, stem: str, expected: str, dataset: str, timeout: float) -> Path:
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    shutil.copyfileobj(response, out, 1 << 20)
+            except urllib.error.HTTPError as exc:
+                raise DataError(f"download failed: {url}: HTTP {exc.code} {exc.reason}") from None
+            except urllib.error.URLError as exc:
+                raise DataError(f"download failed: {url}: {exc.reason}") from None
+            except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, short reads
+                raise DataError(f"download failed: {url}: {exc or type(exc).__name__}") from None
+        try:
+            data = read_idx_bytes(tmp)
+        except DataError:
+            raise DataError(f"download failed: {url}: not valid gzip or IDX data; nothing was saved") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise DataError(corrupt_message(url, actual, expected, dataset) + "; nothing was saved")
+        with open(tmp, "rb") as f:
+            gzipped = f.read(2) == GZIP_MAGIC
+        # Name by content so a mirror serving raw bytes still yields a correctly named file.
+        final = directory / (f"{stem}.gz" if gzipped else stem)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a data cache should be readable like any download
+        os.replace(tmp, final)
+        return final
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def download_spec(
+    spec: IdxDatasetSpec,
+    dest_dir: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Path:
+    """Download ``spec``'s four files into ``<dest_dir or cache root>/<spec.name>``; see :func:`download_dataset`."""
+    root = Path(dest_dir).expanduser() if dest_dir is not None else cache_root()
+    directory = root / spec.name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create download directory {directory}: {exc.strerror or exc}") from None
+    mirror = mirror_for(spec, base_url)
+    for stem in spec.files:
+        expected = spec.sha256[stem]
+        present = [p for p in (directory / stem, directory / f"{stem}.gz") if p.is_file()]
+        bad = [p for p in present if not _is_valid(p, expected)]
+        if len(bad) < len(present):
+            logger.info("%s: %s already present and valid", spec.name, stem)
+            # Drop a broken twin so the loader (which prefers raw files) cannot pick it up.
+            for p in bad:
+                p.unlink(missing_ok=True)
+            continue
+        url = f"{mirror}{stem}.gz"
+        logger.info("%s: downloading %s", spec.name, url)
+        final = _fetch(url, directory, stem, expected, spec.name, timeout)
+        for p in bad:
+            if p != final:
+                p.unlink(missing_ok=True)
+    return directory
+
+
+def download_dataset(
+    name: str,
+    dest_dir: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Path:
+    """Download an IDX dataset, verifying each file before it is saved.
+
+    Files already present with the right checksum are not fetched again.
+
+    Args:
+        name: ``"mnist"`` or ``"fashion-mnist"``.
+        dest_dir: data root; files go to ``dest_dir/<name>`` (the layout ``load_dataset(data_dir=...)``
+            searches).  None means the cache, ``$XDG_CACHE_HOME/sparsehalo/<name>`` or
+            ``~/.cache/sparsehalo/<name>``.
+        base_url: mirror serving ``<file>.gz``; defaults to ``$SPARSEHALO_MNIST_MIRROR`` (MNIST) or
+            ``$SPARSEHALO_FASHION_MNIST_MIRROR`` (Fashion-MNIST), then the public mirror.
+        timeout: seconds allowed for connecting and for each read.
+
+    Returns:
+        The directory holding the four files.
+
+    Raises:
+        DataError: unknown dataset, network or HTTP error (naming the URL), or a checksum mismatch.
+    """
+    spec = IDX_DATASETS.get(name.strip().lower().replace("_", "-"))
+    if spec is None:
+        raise DataError(f"cannot download '{name}': downloadable datasets are {', '.join(sorted(IDX_DATASETS))}")
+    return download_spec(spec, dest_dir, base_url, timeout=timeout)
