@@ -1,0 +1,199 @@
+"""The ``sparsehalo`` command line: thin commands over the library.
+
+Every command has ``--help``.  Bad input prints one line ``sparsehalo: error: ...`` and exits with
+code 2 (3 for a diverged run); set ``SPARSEHALO_DEBUG=1`` to see the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import SparsehaloError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2)."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _sparsity_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not 0 <= v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"sparsities must be in [0, 1), got {text!r}")
+    return values
+
+
+def _sparsity(text: str) -> float:
+    (v,) = _sparsity_list(text) if "," not in text else (None,)
+    if v is None:
+        raise argparse.ArgumentTypeError("give one sparsity")
+    return v
+
+
+def cmd_train(args) -> int:
+    from . import config as config_mod
+    from .engine import train
+
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f'run.device="{args.device}"')
+    if args.data_dir:
+        overrides.append(f'run.data_dir="{args.data_dir}"')
+    if args.quiet:
+        overrides.append("run.progress=false")
+    cfg = config_mod.load(args.config, overrides)
+    run_dir = cfg.run_dir(args.out)
+    echo = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    summary = train(cfg, run_dir, echo=echo)
+    if not args.quiet and summary.get("test_accuracy") is not None:
+        print(f"final test accuracy {summary['test_accuracy']:.2f}%", file=sys.stderr)
+    print(run_dir)
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from .runs import prune_run
+
+    s = prune_run(args.run_dir, args.sparsity, scope=args.scope, min_density=args.min_density, device=args.device)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"{'layer':<24}{'total':>12}{'non-zero':>12}{'sparsity':>10}")
+    for row in s["layers"]:
+        print(f"{row['name']:<24}{row['total']:>12,}{row['nonzero']:>12,}{100 * row['sparsity']:>9.2f}%")
+    print(f"sparsity requested {100 * s['sparsity_requested']:.2f}%, measured {100 * s['sparsity_measured']:.4f}% of {s['denominator']}")
+    print(f"natural sparsity before pruning (|w| <= {s['natural_eps']:g}): {100 * s['natural_sparsity_before']:.2f}%")
+    print(f"test accuracy: {s['test_accuracy_before']:.2f}% before, {s['test_accuracy_after']:.2f}% after ({s['scope']} magnitude pruning, no fine-tuning)")
+    if s["empty_layers"]:
+        print(f"warning: layers emptied by the threshold: {', '.join(s['empty_layers'])}")
+    print(s["checkpoint"])
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .runs import sweep_run
+
+    rows = sweep_run(args.run_dir, args.sparsities, scope=args.scope, device=args.device)
+    print(f"{'requested':>10}{'measured':>10}{'test acc':>10}")
+    for r in rows:
+        print(f"{100 * r['sparsity_requested']:>9.2f}%{100 * r['sparsity_measured']:>9.2f}%{r['test_accuracy']:>9.2f}%")
+    print(Path(args.run_dir) / "sweep.csv")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .runs import eval_checkpoint
+
+    r = eval_checkpoint(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(r["table"])
+    print(f"test accuracy {r['test_accuracy']:.2f}% ({r['dataset']}, {r['model']})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    extra = []
+    if args.device:
+        extra.append(f'run.device="{args.device}"')
+    if args.quiet:
+        extra.append("run.progress=false")
+    echo = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    print(run_demo(args.out, epochs=args.epochs, extra=extra, echo=echo))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .data.download import download_dataset
+
+    print(download_dataset(args.name, args.dest, base_url=args.base_url))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .demo import DEMO_EPOCHS
+
+    p = _Parser(prog="sparsehalo", description="Train sparse networks with learned shrinkage penalties (HALO), prune and measure them.")
+    p.add_argument("--version", action="version", version=f"sparsehalo {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train one config (resumes an interrupted run)", description="Train the experiment of a TOML config; prints the run directory as the last line.")
+    t.add_argument("config", help="TOML config file, e.g. configs/mnist_lenet300_halo.toml")
+    t.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set train.epochs=15 (repeatable)")
+    t.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    t.add_argument("--data-dir", help="directory holding the dataset files (default: bundled MNIST / $SPARSEHALO_DATA_DIR)")
+    t.add_argument("--quiet", action="store_true", help="print only the run directory")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("prune", help="prune a run's final weights by magnitude (no fine-tuning)", description="Prune a trained run to an exact sparsity and measure it.")
+    pr.add_argument("run_dir")
+    pr.add_argument("--sparsity", type=_sparsity, required=True, help="fraction of prunable weights to remove, e.g. 0.98")
+    pr.add_argument("--scope", choices=["global", "layer"], default="global")
+    pr.add_argument("--min-density", type=float, default=None, help="global scope: keep at least this fraction of every layer")
+    pr.add_argument("--json", action="store_true", help="print the summary as JSON")
+    pr.add_argument("--device")
+    pr.set_defaults(func=cmd_prune)
+
+    sw = sub.add_parser("sweep", help="accuracy against sparsity (sweep.csv + sweep.png)")
+    sw.add_argument("run_dir")
+    sw.add_argument("--sparsities", type=_sparsity_list, default=_sparsity_list("0.5,0.8,0.9,0.95,0.98,0.99,0.995"))
+    sw.add_argument("--scope", choices=["global", "layer"], default="global")
+    sw.add_argument("--device")
+    sw.set_defaults(func=cmd_sweep)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on its test set")
+    ev.add_argument("checkpoint", help="a run's checkpoint.pt or a pruned/*.pt file")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--device")
+    ev.add_argument("--data-dir")
+    ev.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="HALO vs. no penalty on the bundled MNIST, pruned without fine-tuning")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    d.add_argument("--device")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    dl = sub.add_parser("download", help="download a dataset with sha256 checks")
+    dl.add_argument("name", choices=["mnist", "fashion-mnist"])
+    dl.add_argument("--dest", default=None, help="target directory (default: the cache, ~/.cache/sparsehalo/NAME)")
+    dl.add_argument("--base-url", default=None, help="mirror URL holding the .gz files")
+    dl.set_defaults(func=cmd_download)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SparsehaloError as exc:
+        print(f"sparsehalo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sparsehalo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: one line unless debugging
+        if os.environ.get("SPARSEHALO_DEBUG"):
+            raise
+        print(f"sparsehalo: internal error: {type(exc).__name__}: {exc} (set SPARSEHALO_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

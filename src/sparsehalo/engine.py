@@ -1,0 +1,336 @@
+"""The one training loop used by every command.
+
+``train(config, run_dir)`` builds the data, model, penalty, one optimizer (network and penalty
+groups) and one per-step schedule from a :class:`~sparsehalo.config.Config`, then trains, writing
+into ``run_dir``:
+
+- ``config.json``: the full config (its hash names the directory);
+- ``checkpoint.pt``: model, penalty scales, optimizer, scheduler, RNG state, metric history and the
+  config, rewritten atomically after every epoch;
+- ``metrics.csv``: one row per epoch (loss, accuracy, penalty, scale statistics, natural sparsity,
+  and test accuracy after magnitude pruning at each level of ``prune.levels``);
+- ``summary.json``: written once training has finished.
+
+Re-running on the same directory resumes after the last finished epoch (bit-identical on CPU: the
+shuffle order is a pure function of seed and epoch) or, if ``summary.json`` exists, does nothing.
+Test accuracy is logged, never used to pick a checkpoint: the final weights are the result.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint, models, penalties, schedules
+from .config import Config, from_dict
+from .data import Splits, load_dataset
+from .errors import ConfigError, DivergenceError
+from .metrics import evaluate, natural_sparsity, sparsity_table
+from .progress import Progress
+from .pruning import prunable_parameters, prune
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = ("model", "config", "epoch")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here (use run.device=auto)")
+    return device
+
+
+@dataclass
+class Experiment:
+    """Everything built from a config, ready to train or evaluate."""
+
+    config: Config
+    device: torch.device
+    data: Splits
+    model: nn.Module
+    penalty: penalties.Penalty
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    steps_per_epoch: int
+
+    def prunable(self) -> dict[str, torch.Tensor]:
+        p = self.config.prune
+        return prunable_parameters(self.model, types=tuple(p.types), biases=p.biases)
+
+
+def build_model(config: Config, num_classes: int | None = None) -> nn.Module:
+    kwargs = dict(config.model.kwargs)
+    if num_classes is not None:
+        kwargs.setdefault("num_classes", num_classes)
+    return models.build(config.model.name, **kwargs)
+
+
+def build(config: Config, device: torch.device | None = None) -> Experiment:
+    """Build data, model, penalty, optimizer and schedule; the model is initialized from the seed."""
+    device = device or resolve_device(config.run.device)
+    if config.run.threads > 0:
+        torch.set_num_threads(config.run.threads)
+    data = load_dataset(config.data.name, config.run.data_dir, val_size=config.data.val_size, seed=config.train.seed).to(device)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config, data.num_classes).to(device)
+    pc = config.penalty
+    penalty = penalties.build(pc.name, model, **pc.selection(), **pc.options()).to(device)
+    penalty.check_partition(model)
+    o = config.optim
+    groups = [{"params": list(model.parameters()), "name": "model"}]
+    groups += penalty.param_groups(lr=pc.scale_lr, momentum=pc.scale_momentum)
+    optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+    steps = data.train.num_batches(config.data.batch_size)
+    if steps == 0:
+        raise ConfigError(f"the training set ({len(data.train)} examples) gives no batch of size {config.data.batch_size}")
+    scheduler = schedules.build(optimizer, config.schedule, steps * config.train.epochs, steps)
+    return Experiment(config, device, data, model, penalty, optimizer, scheduler, steps)
+
+
+def test_batches(exp: Experiment, split: str = "test"):
+    ds = getattr(exp.data, split)
+    return ds.batches(exp.config.data.eval_batch_size)
+
+
+@torch.no_grad()
+def pruned_accuracies(exp: Experiment, levels, split: str = "test") -> dict[float, float]:
+    """Accuracy after one-shot magnitude pruning at each level (the model is restored afterwards)."""
+    params = exp.prunable()
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    out = {}
+    try:
+        for level in levels:
+            prune(exp.model, level, scope=exp.config.prune.scope, params=params)
+            out[level] = evaluate(exp.model, test_batches(exp, split))["accuracy"]
+            for n, p in params.items():
+                p.copy_(saved[n])
+    finally:
+        for n, p in params.items():
+            p.copy_(saved[n])
+    return out
+
+
+def _train_epoch(exp: Experiment, epoch: int, bar: Progress) -> dict[str, float]:
+    cfg = exp.config
+    model, penalty, opt, sched = exp.model, exp.penalty, exp.optimizer, exp.scheduler
+    model.train()
+    ce_sum = torch.zeros((), device=exp.device)
+    correct = torch.zeros((), device=exp.device, dtype=torch.long)
+    seen = 0
+    pen = torch.zeros((), device=exp.device)
+    batches = exp.data.train.batches(cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch)
+    for i, (x, y) in enumerate(batches):
+        out = model(x)
+        ce = F.cross_entropy(out, y)
+        pen = penalty()
+        loss = ce + pen
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ce_sum += ce.detach() * y.shape[0]
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += y.shape[0]
+        if bar.due(i):  # the only host syncs inside the epoch, and only on a terminal
+            bar.update(i, loss=(ce_sum / seen).item(), penalty=pen.item())
+    bar.close()
+    ce_mean, pen_v = (ce_sum / max(seen, 1)).item(), pen.detach().item()
+    if not (math.isfinite(ce_mean) and math.isfinite(pen_v)):
+        raise DivergenceError(
+            f"non-finite loss in epoch {epoch + 1} (cross-entropy {ce_mean}, penalty {pen_v}); "
+            "nothing from this epoch was saved (earlier checkpoints are kept); try a lower optim.lr or penalty.xi"
+        )
+    return {"train_loss": ce_mean, "train_acc": 100.0 * correct.item() / max(seen, 1), "penalty": pen_v}
+
+
+def epoch_metrics(exp: Experiment, epoch: int, train_stats: dict[str, float], final: bool) -> dict[str, float]:
+    """The metrics.csv row for a finished epoch."""
+    cfg = exp.config
+    row: dict[str, float] = {"epoch": epoch + 1, "step": (epoch + 1) * exp.steps_per_epoch, "lr": exp.optimizer.param_groups[0]["lr"]}
+    row.update(train_stats)
+    for split in ("val", "test"):
+        if getattr(exp.data, split) is not None:
+            r = evaluate(exp.model, test_batches(exp, split))
+            row[f"{split}_loss"], row[f"{split}_acc"] = r["loss"], r["accuracy"]
+    row.update(exp.penalty.stats())
+    row["natural_sparsity"] = natural_sparsity(exp.prunable().values(), eps=cfg.prune.eps)
+    every = cfg.prune.eval_every
+    if final or (every > 0 and (epoch + 1) % every == 0):
+        for split in ("val", "test"):
+            if getattr(exp.data, split) is not None:
+                for level, acc in pruned_accuracies(exp, cfg.prune.levels, split).items():
+                    row[f"{split}_acc_pruned_{level:g}"] = acc
+    return row
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns)
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    checkpoint.atomic_write_text(path, buf.getvalue())
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(exp: Experiment, path: Path, epoch: int, history: list[dict]) -> None:
+    checkpoint.save(
+        path,
+        {
+            "format": "sparsehalo-train-1",
+            "epoch": epoch,
+            "config": json.dumps(exp.config.to_dict()),
+            "model": exp.model.state_dict(),
+            "penalty": exp.penalty.state_dict(),
+            "optimizer": exp.optimizer.state_dict(),
+            "scheduler": exp.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "history": history,
+        },
+    )
+
+
+def restore(exp: Experiment, ckpt: dict) -> None:
+    """Load a training checkpoint's states into ``exp`` (same config assumed)."""
+    exp.model.load_state_dict(ckpt["model"])
+    exp.penalty.load_state_dict(ckpt["penalty"])
+    exp.optimizer.load_state_dict(ckpt["optimizer"])
+    exp.scheduler.load_state_dict(ckpt["scheduler"])
+    _set_rng_state(ckpt["rng"])
+
+
+def load_run(run_dir: str | Path, device: torch.device | None = None, overrides: Callable[[Config], None] | None = None) -> tuple[Experiment, dict]:
+    """Rebuild the experiment of a run directory from its checkpoint (for prune / eval / sweep)."""
+    run_dir = Path(run_dir)
+    ckpt = checkpoint.load(run_dir / CHECKPOINT, required=CHECKPOINT_KEYS + ("penalty", "optimizer", "scheduler", "rng"))
+    config = config_of(ckpt, run_dir / CHECKPOINT)
+    if overrides:
+        overrides(config)
+    exp = build(config, device)
+    try:
+        restore(exp, ckpt)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        from .errors import CheckpointError
+
+        raise CheckpointError(f"checkpoint {str(run_dir / CHECKPOINT)!r} does not match its config: {str(exc).splitlines()[0]}") from None
+    return exp, ckpt
+
+
+def config_of(ckpt: dict, where: Path) -> Config:
+    from .errors import CheckpointError
+
+    try:
+        return from_dict(json.loads(ckpt["config"]))
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"checkpoint {str(where)!r} holds an unreadable config: {exc}") from None
+
+
+def train(config: Config, run_dir: str | Path, echo: Callable[[str], None] = print) -> dict:
+    """Train (or resume, or skip) the experiment ``config`` in ``run_dir``; return the summary."""
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        old = json.loads(config_path.read_text())
+        if from_dict(old).hash() != config.hash():
+            raise ConfigError(f"{str(run_dir)!r} holds a run with a different config; use another --out")
+    if summary_path.exists():
+        echo(f"{run_dir}: already finished, skipping")
+        return json.loads(summary_path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(config_path, config.to_dict())
+
+    exp = build(config)
+    ckpt_path = run_dir / CHECKPOINT
+    history: list[dict] = []
+    start = 0
+    if ckpt_path.exists():
+        ckpt = checkpoint.load(ckpt_path, required=CHECKPOINT_KEYS)
+        restore(exp, ckpt)
+        start, history = int(ckpt["epoch"]), list(ckpt["history"])
+        echo(f"resuming {run_dir} after epoch {start}/{config.train.epochs}")
+    echo(f"training {config.name} ({config.hash()}) on {exp.device}: {config.model.name}, penalty {config.penalty.name}, {config.train.epochs} epochs")
+
+    t0 = time.perf_counter()
+    epochs = config.train.epochs
+    for epoch in range(start, epochs):
+        bar = Progress(exp.steps_per_epoch, f"epoch {epoch + 1}/{epochs}", enabled=config.run.progress)
+        stats = _train_epoch(exp, epoch, bar)
+        row = epoch_metrics(exp, epoch, stats, final=epoch + 1 == epochs)
+        row["time_s"] = time.perf_counter() - t0
+        history.append(row)
+        save_checkpoint(exp, ckpt_path, epoch + 1, history)
+        write_metrics(run_dir / "metrics.csv", history)
+        echo(_epoch_line(row))
+
+    summary = make_summary(exp, history, run_dir)
+    checkpoint.write_json(summary_path, summary)
+    return summary
+
+
+def _epoch_line(row: dict) -> str:
+    parts = [f"epoch {row['epoch']:>3}", f"loss {row['train_loss']:.4f}", f"penalty {row['penalty']:.4g}"]
+    if "val_acc" in row:
+        parts.append(f"val {row['val_acc']:.2f}%")
+    parts.append(f"test {row['test_acc']:.2f}%")
+    parts.append(f"|w|<=eps {100 * row['natural_sparsity']:.1f}%")
+    pruned = [(k.rsplit("_", 1)[1], v) for k, v in row.items() if k.startswith("test_acc_pruned_")]
+    if pruned:
+        parts.append("pruned " + " ".join(f"{k}:{v:.2f}" for k, v in pruned))
+    return "  ".join(parts)
+
+
+def make_summary(exp: Experiment, history: list[dict], run_dir: Path) -> dict:
+    cfg = exp.config
+    final = history[-1] if history else {}
+    table = sparsity_table(exp.model, exp.prunable(), eps=cfg.prune.eps)
+    return {
+        "run_dir": str(run_dir),
+        "name": cfg.name,
+        "config_hash": cfg.hash(),
+        "model": cfg.model.name,
+        "penalty": cfg.penalty.name,
+        "epochs": cfg.train.epochs,
+        "seed": cfg.train.seed,
+        "parameters": sum(p.numel() for p in exp.model.parameters()),
+        "test_accuracy": final.get("test_acc"),
+        "val_accuracy": final.get("val_acc"),
+        "pruned_test_accuracy": {
+            k.removeprefix("test_acc_pruned_"): v for k, v in final.items() if k.startswith("test_acc_pruned_")
+        },
+        "prune_scope": cfg.prune.scope,
+        "sparsity": table.to_dict(),
+        "train_time_s": final.get("time_s"),
+        "final": final,
+    }

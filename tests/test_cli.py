@@ -1,0 +1,175 @@
+"""The command line: train / prune / sweep / eval, one-line errors, and resume after SIGKILL."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sparsehalo import checkpoint
+
+from conftest import ROOT, run_cli
+
+
+def _one_line_error(proc, code=2):
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("sparsehalo")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    sets = [
+        'data.name="synthetic"', "data.batch_size=64", "train.epochs=2", "penalty.xi=1e-3", "penalty.psi=1e-3",
+        "prune.levels=[0.9]", "run.progress=false",
+    ]
+    args = ["train", ROOT / "configs" / "mnist_lenet300_halo.toml", "--out", out]
+    for s in sets:
+        args += ["--set", s]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = proc.stdout.strip().splitlines()[-1]
+    assert os.path.isdir(run_dir) and os.path.basename(run_dir).startswith("mnist_lenet300_halo-")
+    return run_dir
+
+
+def test_prune_json_summary(trained_run):
+    proc = run_cli("prune", trained_run, "--sparsity", "0.98", "--json")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(proc.stdout)
+    for key in ("test_accuracy_before", "test_accuracy_after", "sparsity_requested", "sparsity_measured", "layers", "denominator"):
+        assert key in s, key
+    assert s["sparsity_requested"] == 0.98
+    assert s["sparsity_measured"] == round(0.98 * 266200) / 266200
+    assert sum(l["total"] - l["nonzero"] for l in s["layers"]) == round(0.98 * 266200)
+    assert "266,200" in s["denominator"]
+    assert 0 <= s["test_accuracy_after"] <= 100
+    # the pruned checkpoint evaluates to the same accuracy and keeps its zeros
+    ev = run_cli("eval", s["checkpoint"], "--json")
+    assert ev.returncode == 0, ev.stderr
+    e = json.loads(ev.stdout)
+    assert e["test_accuracy"] == pytest.approx(s["test_accuracy_after"], abs=1e-9)
+    assert e["sparsity"] == pytest.approx(s["sparsity_measured"], abs=1e-12)
+
+
+def test_prune_layer_scope_and_table(trained_run):
+    proc = run_cli("prune", trained_run, "--sparsity", "0.9", "--scope", "layer")
+    assert proc.returncode == 0, proc.stderr
+    assert "measured 90.0000%" in proc.stdout
+    assert "fc1.weight" in proc.stdout and "no fine-tuning" in proc.stdout
+
+
+def test_sweep_writes_csv_and_plot(trained_run):
+    proc = run_cli("sweep", trained_run, "--sparsities", "0.5,0.9")
+    assert proc.returncode == 0, proc.stderr
+    lines = open(os.path.join(trained_run, "sweep.csv")).read().strip().splitlines()
+    assert lines[0].startswith("sparsity_requested,sparsity_measured,test_accuracy")
+    assert len(lines) == 3
+    png = open(os.path.join(trained_run, "sweep.png"), "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "configs/nope.toml"], "not found"),
+        (["train", "configs/mnist_lenet300_halo.toml", "--set", "train.epoch=2"], "did you mean 'train.epochs'"),
+        (["train", "configs/mnist_lenet300_halo.toml", "--set", "novalue"], "key=value"),
+        (["prune", "runs/none", "--sparsity", "1.5"], "sparsities must be in [0, 1)"),
+        (["prune", "/nonexistent/run", "--sparsity", "0.5"], "not found"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, needle):
+    line = _one_line_error(run_cli(*args))
+    assert needle in line
+
+
+def test_missing_dataset_is_one_line(tmp_path):
+    proc = run_cli("train", "configs/mnist_lenet300_halo.toml", "--data-dir", tmp_path, "--out", tmp_path)
+    line = _one_line_error(proc)
+    assert "train-images-idx3-ubyte" in line
+
+
+def test_corrupt_and_malicious_checkpoints_are_refused(tmp_path):
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"\x00" * 100)
+    assert "cannot read checkpoint" in _one_line_error(run_cli("eval", bad))
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Evil(), "config": "{}"}, evil)
+    assert "cannot read checkpoint" in _one_line_error(run_cli("eval", evil))
+    assert not marker.exists()
+
+
+def test_divergence_exit_code(tmp_path):
+    proc = run_cli(
+        "train", "configs/mnist_lenet300_halo.toml", "--out", tmp_path, "--set", 'data.name="synthetic"',
+        "--set", "optim.lr=1e30", "--set", "train.epochs=1", "--quiet",
+    )
+    assert "non-finite loss" in _one_line_error(proc, code=3)
+
+
+def test_help_for_every_command():
+    for cmd in ("train", "prune", "sweep", "eval", "demo", "download"):
+        proc = run_cli(cmd, "--help")
+        assert proc.returncode == 0 and "usage: sparsehalo " + cmd in proc.stdout
+
+
+def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path):
+    """Real MNIST (a 20k-example training subset), killed with SIGKILL during epoch 2, then re-run."""
+    sets = ["train.epochs=3", "data.val_size=40000", "run.progress=false", "prune.eval_every=0", "prune.levels=[0.9]"]
+    base = [sys.executable, "-m", "sparsehalo.cli", "train", "configs/mnist_lenet300_halo.toml"]
+    for s in sets:
+        base += ["--set", s]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def cmd(out):
+        return base + ["--out", str(out), "--quiet"]
+
+    full = subprocess.run(cmd(tmp_path / "a"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    run_a = full.stdout.strip().splitlines()[-1]
+
+    proc = subprocess.Popen(cmd(tmp_path / "b"), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run_b = None
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        found = list((tmp_path / "b").glob("*/checkpoint.pt"))
+        if found:
+            run_b = found[0].parent
+            break
+        time.sleep(0.02)
+    assert run_b is not None, "no checkpoint appeared"
+    time.sleep(0.3)  # well into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_b / "summary.json").exists()
+    assert checkpoint.load(run_b / "checkpoint.pt")["epoch"] < 3
+
+    again = subprocess.run(cmd(tmp_path / "b"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1] == str(run_b)
+    a = checkpoint.load(os.path.join(run_a, "checkpoint.pt"))
+    b = checkpoint.load(run_b / "checkpoint.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["penalty"]:
+        assert torch.equal(a["penalty"][k], b["penalty"][k]), k
+    assert len(b["history"]) == 3

@@ -1,0 +1,187 @@
+"""The training engine: run directory contents, resume, schedules, divergence, config hashing."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from sparsehalo import config as config_mod
+from sparsehalo import checkpoint, engine, schedules
+from sparsehalo.config import ScheduleConfig
+from sparsehalo.demo import demo_configs
+from sparsehalo.errors import CheckpointError, ConfigError, DivergenceError
+
+from conftest import ROOT
+
+
+def make(settings, *extra):
+    return config_mod.load(None, [*settings, *extra])
+
+
+def test_train_writes_run_directory(tmp_path, tiny_settings):
+    cfg = make(tiny_settings)
+    run = cfg.run_dir(tmp_path)
+    summary = engine.train(cfg, run, echo=lambda s: None)
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "summary.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for col in ("train_loss", "test_acc", "penalty", "scale_min", "scale_max", "natural_sparsity", "test_acc_pruned_0.9"):
+        assert col in rows[0], col
+    assert summary["test_accuracy"] == pytest.approx(float(rows[-1]["test_acc"]), abs=1e-4)
+    assert summary["sparsity"]["total"] == 266200
+    assert set(summary["pruned_test_accuracy"]) == {"0.5", "0.9"}
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+    ckpt = checkpoint.load(run / "checkpoint.pt")
+    assert ckpt["epoch"] == 2 and "penalty" in ckpt and "scales.fc1__weight" in ckpt["penalty"]
+
+
+def test_finished_run_is_skipped(tmp_path, tiny_settings):
+    cfg = make(tiny_settings, "train.epochs=1")
+    run = cfg.run_dir(tmp_path)
+    engine.train(cfg, run, echo=lambda s: None)
+    stamp = (run / "checkpoint.pt").stat().st_mtime_ns
+    said = []
+    engine.train(cfg, run, echo=said.append)
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
+    assert any("already finished" in s for s in said)
+
+
+def test_other_config_in_same_directory_is_refused(tmp_path, tiny_settings):
+    run = tmp_path / "run"
+    engine.train(make(tiny_settings, "train.epochs=1"), run, echo=lambda s: None)
+    with pytest.raises(ConfigError, match="different config"):
+        engine.train(make(tiny_settings, "train.epochs=1", "train.seed=5"), run, echo=lambda s: None)
+
+
+def test_resume_is_bit_identical(tmp_path, tiny_settings):
+    """Stop after epoch 1 (as a kill would), resume, and match an uninterrupted run exactly."""
+    cfg3 = make(tiny_settings, "train.epochs=3", 'optim.weight_decay=1e-4')
+    full = engine.train(cfg3, tmp_path / "full", echo=lambda s: None)
+    part = tmp_path / "part"
+    exp = engine.build(cfg3)
+    stats = engine._train_epoch(exp, 0, engine.Progress(1, enabled=False))
+    row = engine.epoch_metrics(exp, 0, stats, final=False)
+    part.mkdir()
+    checkpoint.write_json(part / "config.json", cfg3.to_dict())
+    engine.save_checkpoint(exp, part / "checkpoint.pt", 1, [row])
+    said = []
+    resumed = engine.train(cfg3, part, echo=said.append)
+    assert any("resuming" in s for s in said)
+    a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")
+    b = checkpoint.load(part / "checkpoint.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["penalty"]:
+        assert torch.equal(a["penalty"][k], b["penalty"][k]), k
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+
+
+def test_seed_changes_result_and_same_seed_repeats(tmp_path, tiny_settings):
+    a = engine.train(make(tiny_settings, "train.epochs=1"), tmp_path / "a", echo=lambda s: None)
+    b = engine.train(make(tiny_settings, "train.epochs=1"), tmp_path / "b", echo=lambda s: None)
+    c = engine.train(make(tiny_settings, "train.epochs=1", "train.seed=1"), tmp_path / "c", echo=lambda s: None)
+    ma = checkpoint.load(tmp_path / "a" / "checkpoint.pt")["model"]["fc1.weight"]
+    mb = checkpoint.load(tmp_path / "b" / "checkpoint.pt")["model"]["fc1.weight"]
+    mc = checkpoint.load(tmp_path / "c" / "checkpoint.pt")["model"]["fc1.weight"]
+    assert torch.equal(ma, mb) and not torch.equal(ma, mc)
+    assert a["final"]["train_loss"] == b["final"]["train_loss"]
+
+
+@pytest.mark.parametrize(
+    "sched,expected",
+    [
+        (ScheduleConfig(name="cosine"), lambda t, T: 0.5 * (1 + math.cos(math.pi * t / T))),
+        (ScheduleConfig(name="multistep", milestones=[3, 7], unit="step", gamma=0.5), lambda t, T: 0.5 ** ((t >= 3) + (t >= 7))),
+        (ScheduleConfig(name="step", step_size=4, unit="step", gamma=0.1), lambda t, T: 0.1 ** (t // 4)),
+        (ScheduleConfig(name="constant"), lambda t, T: 1.0),
+    ],
+)
+def test_schedule_factors(sched, expected):
+    f = schedules.factor_fn(sched, total_steps=10, steps_per_epoch=5)
+    for t in range(11):
+        assert f(t) == pytest.approx(expected(t, 10), abs=1e-12)
+
+
+def test_schedule_applied_once_per_step_to_every_group(tmp_path, tiny_settings):
+    # 512 training examples / batch 64 = 8 steps per epoch; milestones at epoch 1 and step 12.
+    cfg = make(
+        tiny_settings,
+        "train.epochs=2",
+        'schedule.name="multistep"',
+        "schedule.milestones=[1, 1.5]",
+        "schedule.gamma=0.5",
+        "optim.lr=0.2",
+        "penalty.scale_lr=0.02",
+    )
+    engine.train(cfg, tmp_path / "r", echo=lambda s: None)
+    groups = checkpoint.load(tmp_path / "r" / "checkpoint.pt")["optimizer"]["param_groups"]
+    assert [g["name"] for g in groups] == ["model", "penalty:halo"]
+    # after 16 steps both milestones (8 and 12) passed exactly once: lr = initial * 0.25
+    assert groups[0]["lr"] == pytest.approx(0.2 * 0.25, rel=1e-12)
+    assert groups[1]["lr"] == pytest.approx(0.02 * 0.25, rel=1e-12)
+    assert groups[1]["weight_decay"] == 0.0
+    rows = list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
+    assert float(rows[0]["lr"]) == pytest.approx(0.2 * 0.5)  # after step 8: first milestone only
+
+
+def test_divergence_is_reported_and_keeps_last_checkpoint(tmp_path, tiny_settings):
+    cfg = make(tiny_settings, "train.epochs=1")
+    run = cfg.run_dir(tmp_path)
+    engine.train(cfg, run, echo=lambda s: None)
+    (run / "summary.json").unlink()
+    before = (run / "checkpoint.pt").read_bytes()
+    bad = make(tiny_settings, "train.epochs=3", "optim.lr=1e30")
+    with pytest.raises(DivergenceError, match="non-finite loss"):
+        engine.train(bad, tmp_path / "bad", echo=lambda s: None)
+    assert not (tmp_path / "bad" / "checkpoint.pt").exists()
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_config_hash_is_pinned_and_demo_matches_configs():
+    cfg = config_mod.load(ROOT / "configs" / "mnist_lenet300_halo.toml")
+    assert cfg.hash() == "368b730f046e"
+    assert cfg.name == "mnist_lenet300_halo"
+    # run-only settings do not change the hash; results-changing ones do
+    assert config_mod.load(ROOT / "configs" / "mnist_lenet300_halo.toml", ['run.device="cpu"']).hash() == cfg.hash()
+    assert config_mod.load(ROOT / "configs" / "mnist_lenet300_halo.toml", ["train.seed=1"]).hash() != cfg.hash()
+    demo = demo_configs(epochs=30)
+    assert demo["HALO"].to_dict() == cfg.to_dict()
+    dense = config_mod.load(ROOT / "configs" / "mnist_lenet300_dense.toml")
+    assert demo["no penalty"].to_dict() == dense.to_dict()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epoch=3", "did you mean 'train.epochs'"),
+        ("train.epochs=abc", "needs an integer"),
+        ("penalty.xi=true", "needs a number"),
+        ("nosuchsection.x=1", "unknown config key 'nosuchsection'"),
+        ("train=3", "must be a table"),
+    ],
+)
+def test_bad_config_keys(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config_mod.load(None, [override])
+
+
+def test_penalty_option_the_class_does_not_take(tmp_path, tiny_settings):
+    with pytest.raises(ConfigError, match="psi"):
+        engine.build(make(tiny_settings, 'penalty.name="l1"', "penalty.psi=0.1"))
+
+
+def test_every_shipped_config_parses():
+    files = sorted((ROOT / "configs").glob("*.toml"))
+    assert files
+    for f in files:
+        config_mod.load(f)
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
+    p = tmp_path / "checkpoint.pt"
+    p.write_bytes(b"not a zip file at all")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        checkpoint.load(p)
