@@ -212,3 +212,25 @@ def test_three_line_use_in_user_loop():
     assert losses[-1] < losses[0]
     assert all(not torch.equal(a, b) for a, b in zip(before, penalty.scale_tensors()))
     penalty.check_partition(model)
+
+
+def test_top_level_prune_and_table_after_penalized_training():
+    """Library flow: penalize, train, prune with the top-level API, read the table."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 2))
+    penalty = sparsehalo.HALO.for_model(model, xi=1e-2, psi=1e-2)
+    opt = torch.optim.SGD([{"params": model.parameters()}, *penalty.param_groups(lr=0.1)], lr=0.1, momentum=0.9)
+    x = torch.randn(256, 20)
+    y = (x[:, 0] > 0).long()  # only input 0 matters
+    for _ in range(300):
+        loss = F.cross_entropy(model(x), y) + penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    mask = sparsehalo.prune(model, 0.9)
+    assert mask.num_pruned == round(0.9 * (20 * 30 + 30 * 2))
+    acc = (model(x).argmax(1) == y).float().mean().item()
+    assert acc > 0.95
+    table = sparsehalo.sparsity_table(model)
+    assert table.nonzero == mask.num_kept and "660" in str(table)
+    assert isinstance(sparsehalo.models.build("lenet300"), nn.Module)

@@ -5,11 +5,33 @@ The three lines a user adds to their own loop::
     penalty = sparsehalo.HALO.for_model(model, xi=1e-4, psi=1e-4)
     opt = torch.optim.SGD([{"params": model.parameters()}, *penalty.param_groups(lr=0.1)], lr=0.1, momentum=0.9)
     loss = F.cross_entropy(model(x), y) + penalty()
+
+and afterwards::
+
+    mask = sparsehalo.prune(model, 0.98)          # one global magnitude threshold, exact target
+    print(sparsehalo.sparsity_table(model))       # per layer total / non-zero / sparsity, with denominator
 """
 
+from . import models
 from .errors import SparsehaloError
+from .metrics import evaluate, sparsity_table
 from .penalties import HALO, L1, SWS, NoPenalty, Penalty
+from .pruning import Mask, prunable_parameters, prune
 
 __version__ = "0.1.0"
 
-__all__ = ["HALO", "L1", "SWS", "NoPenalty", "Penalty", "SparsehaloError", "__version__"]
+__all__ = [
+    "HALO",
+    "L1",
+    "SWS",
+    "NoPenalty",
+    "Penalty",
+    "Mask",
+    "prune",
+    "prunable_parameters",
+    "sparsity_table",
+    "evaluate",
+    "models",
+    "SparsehaloError",
+    "__version__",
+]

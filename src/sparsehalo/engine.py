@@ -314,7 +314,7 @@ def _epoch_line(row: dict) -> str:
 def make_summary(exp: Experiment, history: list[dict], run_dir: Path) -> dict:
     cfg = exp.config
     final = history[-1] if history else {}
-    table = sparsity_table(exp.model, exp.prunable(), eps=cfg.prune.eps)
+    table = sparsity_table(exp.model, exp.prunable(), eps=cfg.prune.eps, label="prunable weights")
     return {
         "run_dir": str(run_dir),
         "name": cfg.name,

@@ -163,7 +163,7 @@ def _describe(model: nn.Module, names: list[str]) -> str:
 
 
 def sparsity_table(
-    model: nn.Module, params: Mapping[str, torch.Tensor] | None = None, eps: float = 1e-3
+    model: nn.Module, params: Mapping[str, torch.Tensor] | None = None, eps: float = 1e-3, label: str | None = None
 ) -> SparsityTable:
     """Measure exact-zero and near-zero counts of ``params``.
 
@@ -171,6 +171,8 @@ def sparsity_table(
         model: the network (used for the default selection and to describe the denominator).
         params: ``{name: tensor}``; default :func:`~sparsehalo.pruning.prunable_parameters`.
         eps: threshold for ``near_zero``.
+        label: what the entries are called in the denominator (default "prunable weights" for the
+            default selection, else "selected entries").
 
     Raises:
         SparsehaloError: if the selection is empty.
@@ -187,7 +189,7 @@ def sparsity_table(
             nonzero, near = torch.stack([t.count_nonzero(), (t.abs() <= eps).sum()]).tolist()
             rows.append(LayerSparsity(name, t.numel(), int(nonzero), int(near), tuple(t.shape)))
     total = sum(r.total for r in rows)
-    kind = "prunable weights" if default else "selected entries"
+    kind = label or ("prunable weights" if default else "selected entries")
     return SparsityTable(rows, eps, f"{total:,} {kind} ({_describe(model, list(params))})")
 
 

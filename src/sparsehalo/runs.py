@@ -35,10 +35,10 @@ def prune_experiment(exp: Experiment, sparsity: float, scope: str = "global", mi
         raise SparsehaloError(f"--sparsity must be in [0, 1), got {sparsity}")
     before = evaluate(exp.model, test_batches(exp))
     params = exp.prunable()
-    natural_before = sparsity_table(exp.model, params, eps=exp.config.prune.eps)
+    natural_before = sparsity_table(exp.model, params, eps=exp.config.prune.eps, label="prunable weights")
     mask = prune(exp.model, sparsity, scope=scope, params=params, min_density=min_density)
     after = evaluate(exp.model, test_batches(exp))
-    table = sparsity_table(exp.model, params, eps=exp.config.prune.eps)
+    table = sparsity_table(exp.model, params, eps=exp.config.prune.eps, label="prunable weights")
     summary = {
         "run": exp.config.name,
         "config_hash": exp.config.hash(),
@@ -163,7 +163,7 @@ def eval_checkpoint(path: str | Path, device: str | None = None, data_dir: str |
     r = evaluate(model, data.test.batches(config.data.eval_batch_size))
     from .pruning import prunable_parameters
 
-    table = sparsity_table(model, prunable_parameters(model, types=tuple(config.prune.types), biases=config.prune.biases), eps=config.prune.eps)
+    table = sparsity_table(model, prunable_parameters(model, types=tuple(config.prune.types), biases=config.prune.biases), eps=config.prune.eps, label="prunable weights")
     return {
         "checkpoint": str(path),
         "format": ckpt.get("format", "unknown"),
