@@ -34,10 +34,10 @@ def _sparsity_list(text: str) -> list[float]:
 
 
 def _sparsity(text: str) -> float:
-    (v,) = _sparsity_list(text) if "," not in text else (None,)
-    if v is None:
-        raise argparse.ArgumentTypeError("give one sparsity")
-    return v
+    values = _sparsity_list(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"give one sparsity, got {text!r}")
+    return values[0]
 
 
 def cmd_train(args) -> int:

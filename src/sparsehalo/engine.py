@@ -34,7 +34,7 @@ from torch import nn
 from . import checkpoint, models, penalties, schedules
 from .config import Config, from_dict
 from .data import Splits, load_dataset
-from .errors import ConfigError, DivergenceError
+from .errors import CheckpointError, ConfigError, DivergenceError
 from .metrics import evaluate, natural_sparsity, sparsity_table
 from .progress import Progress
 from .pruning import prunable_parameters, prune
@@ -241,15 +241,12 @@ def load_run(run_dir: str | Path, device: torch.device | None = None, overrides:
     try:
         restore(exp, ckpt)
     except (RuntimeError, KeyError, ValueError) as exc:
-        from .errors import CheckpointError
-
         raise CheckpointError(f"checkpoint {str(run_dir / CHECKPOINT)!r} does not match its config: {str(exc).splitlines()[0]}") from None
     return exp, ckpt
 
 
 def config_of(ckpt: dict, where: Path) -> Config:
-    from .errors import CheckpointError
-
+    """The config stored in a checkpoint."""
     try:
         return from_dict(json.loads(ckpt["config"]))
     except (TypeError, ValueError, ConfigError) as exc:

@@ -13,7 +13,8 @@ from . import checkpoint
 from .engine import CHECKPOINT, Experiment, build_model, config_of, load_run, resolve_device, test_batches
 from .errors import CheckpointError, SparsehaloError
 from .metrics import evaluate, sparsity_table
-from .pruning import Mask, prune
+from .data import load_dataset
+from .pruning import Mask, prunable_parameters, prune
 
 PRUNED_FORMAT = "sparsehalo-pruned-1"
 
@@ -22,7 +23,7 @@ def _level_name(sparsity: float) -> str:
     return f"{sparsity:g}"
 
 
-def _layer_rows(mask: Mask, table) -> list[dict]:
+def _layer_rows(table) -> list[dict]:
     return [
         {"name": r.name, "total": r.total, "nonzero": r.nonzero, "sparsity": r.sparsity}
         for r in table.rows
@@ -59,7 +60,7 @@ def prune_experiment(exp: Experiment, sparsity: float, scope: str = "global", mi
         "parameters_total": sum(p.numel() for p in exp.model.parameters()),
         "parameters_nonzero": int(sum(int((p != 0).sum()) for p in exp.model.parameters())),
         "empty_layers": list(mask.empty_layers),
-        "layers": _layer_rows(mask, table),
+        "layers": _layer_rows(table),
     }
     return summary, mask
 
@@ -148,8 +149,6 @@ def eval_checkpoint(path: str | Path, device: str | None = None, data_dir: str |
         config.run.data_dir = data_dir
     if device:
         config.run.device = device
-    from .data import load_dataset
-
     dev = resolve_device(config.run.device)
     data = load_dataset(config.data.name, config.run.data_dir).to(dev)
     model = build_model(config, data.num_classes).to(dev)
@@ -161,8 +160,6 @@ def eval_checkpoint(path: str | Path, device: str | None = None, data_dir: str |
         mask = Mask.from_state_dict(ckpt["mask"])
         mask.check(model)
     r = evaluate(model, data.test.batches(config.data.eval_batch_size))
-    from .pruning import prunable_parameters
-
     table = sparsity_table(model, prunable_parameters(model, types=tuple(config.prune.types), biases=config.prune.biases), eps=config.prune.eps, label="prunable weights")
     return {
         "checkpoint": str(path),
