@@ -142,7 +142,7 @@ def test_divergence_is_reported_and_keeps_last_checkpoint(tmp_path, tiny_setting
 
 def test_config_hash_is_pinned_and_demo_matches_configs():
     cfg = config_mod.load(ROOT / "configs" / "mnist_lenet300_halo.toml")
-    assert cfg.hash() == "368b730f046e"
+    assert cfg.hash() == "17635d758303"
     assert cfg.name == "mnist_lenet300_halo"
     # run-only settings do not change the hash; results-changing ones do
     assert config_mod.load(ROOT / "configs" / "mnist_lenet300_halo.toml", ['run.device="cpu"']).hash() == cfg.hash()

@@ -69,6 +69,20 @@ class PenaltyConfig:
 
 
 @dataclass
+class MethodConfig:
+    """How the sparse network is obtained (see :mod:`sparsehalo.methods`).
+
+    ``oneshot`` trains once and prunes at every ``prune.levels`` with no fine-tuning; the others
+    (``finetune``, ``gmp``, ``imp``, ``snip``, ``random``) reach ``sparsity`` themselves within the
+    same ``train.epochs`` budget.  ``options`` are the method's own settings.
+    """
+
+    name: str = "oneshot"
+    sparsity: float = 0.0
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
 class OptimConfig:
     lr: float = 0.1
     momentum: float = 0.9
@@ -124,6 +138,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     penalty: PenaltyConfig = field(default_factory=PenaltyConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -9,7 +9,12 @@ into ``run_dir``:
   config, rewritten atomically after every epoch;
 - ``metrics.csv``: one row per epoch (loss, accuracy, penalty, scale statistics, natural sparsity,
   and test accuracy after magnitude pruning at each level of ``prune.levels``);
-- ``summary.json``: written once training has finished.
+- ``summary.json``: written once training has finished: the final accuracy and one *point* per
+  evaluated sparsity (accuracy, requested and measured sparsity, parameter and FLOP counts).
+
+A :class:`~sparsehalo.methods.Method` splits the epochs into phases (one optimizer and schedule each)
+and acts through hooks at phase starts and after steps (pruning, rewinding); the loop itself is the
+same for every method.
 
 Re-running on the same directory resumes after the last finished epoch (bit-identical on CPU: the
 shuffle order is a pure function of seed and epoch) or, if ``summary.json`` exists, does nothing.
@@ -31,13 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint, models, penalties, schedules
+from . import checkpoint, methods, models, penalties, schedules
 from .config import Config, from_dict
 from .data import Splits, load_dataset
 from .errors import CheckpointError, ConfigError, DivergenceError
+from .measure import measure
 from .metrics import evaluate, natural_sparsity, sparsity_table
 from .progress import Progress
-from .pruning import prunable_parameters, prune
+from .pruning import Mask, MaskHandle, prunable_parameters, prune
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_KEYS = ("model", "config", "epoch")
@@ -68,6 +74,23 @@ class Experiment:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     steps_per_epoch: int
+    method: methods.Method
+    phases: list[int]
+    mask: Mask | None = None
+    mask_handle: MaskHandle | None = None
+
+    def phase_of(self, epoch: int) -> tuple[int, int]:
+        """(phase index, first epoch of that phase) for a 0-based epoch."""
+        first = 0
+        for i, n in enumerate(self.phases):
+            if epoch < first + n:
+                return i, first
+            first += n
+        return len(self.phases) - 1, first - self.phases[-1]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.train.images.shape[1:])
 
     def prunable(self) -> dict[str, torch.Tensor]:
         p = self.config.prune
@@ -82,7 +105,10 @@ def build_model(config: Config, num_classes: int | None = None) -> nn.Module:
 
 
 def build(config: Config, device: torch.device | None = None) -> Experiment:
-    """Build data, model, penalty, optimizer and schedule; the model is initialized from the seed."""
+    """Build data, model, penalty, method, and the optimizer and schedule of the first phase.
+
+    The model is initialized from ``train.seed``.
+    """
     device = device or resolve_device(config.run.device)
     if config.run.threads > 0:
         torch.set_num_threads(config.run.threads)
@@ -92,20 +118,72 @@ def build(config: Config, device: torch.device | None = None) -> Experiment:
     pc = config.penalty
     penalty = penalties.build(pc.name, model, **pc.selection(), **pc.options()).to(device)
     penalty.check_partition(model)
-    o = config.optim
-    groups = [{"params": list(model.parameters()), "name": "model"}]
-    groups += penalty.param_groups(lr=pc.scale_lr, momentum=pc.scale_momentum)
-    optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+    method = methods.build(config.method.name, config.method.sparsity, config.method.options)
     steps = data.train.num_batches(config.data.batch_size)
     if steps == 0:
         raise ConfigError(f"the training set ({len(data.train)} examples) gives no batch of size {config.data.batch_size}")
-    scheduler = schedules.build(optimizer, config.schedule, steps * config.train.epochs, steps)
-    return Experiment(config, device, data, model, penalty, optimizer, scheduler, steps)
+    exp = Experiment(config, device, data, model, penalty, None, None, steps, method, method.phases(config.train.epochs))
+    start_phase_optimizer(exp, 0)
+    return exp
+
+
+def start_phase_optimizer(exp: Experiment, phase: int) -> None:
+    """A fresh optimizer (network and penalty groups) and schedule for ``phase``; re-binds the mask."""
+    cfg, o, pc = exp.config, exp.config.optim, exp.config.penalty
+    lr = exp.method.phase_lr(exp, phase)
+    groups = [{"params": list(exp.model.parameters()), "name": "model"}]
+    groups += exp.penalty.param_groups(lr=pc.scale_lr, momentum=pc.scale_momentum)
+    exp.optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+    steps = exp.steps_per_epoch * exp.phases[phase]
+    exp.scheduler = schedules.build(exp.optimizer, cfg.schedule, steps, exp.steps_per_epoch)
+    if exp.mask is not None:
+        methods.set_mask(exp, exp.mask)
 
 
 def test_batches(exp: Experiment, split: str = "test"):
     ds = getattr(exp.data, split)
     return ds.batches(exp.config.data.eval_batch_size)
+
+
+def _splits(exp: Experiment) -> list[str]:
+    return [s for s in ("val", "test") if getattr(exp.data, s) is not None]
+
+
+def point(exp: Experiment, sparsity_requested: float) -> dict:
+    """Accuracy and size of the model as it is now, for a requested sparsity."""
+    prunable = exp.prunable()
+    cost = measure(exp.model, exp.input_shape, prunable)
+    out = {
+        "sparsity_requested": sparsity_requested,
+        "sparsity_measured": 1.0 - cost["prunable_nonzero"] / cost["prunable_total"],
+        "fine_tuned": exp.method.fixed_sparsity,
+        "test_accuracy": None,
+        "val_accuracy": None,
+    }
+    for split in _splits(exp):
+        out[f"{split}_accuracy"] = evaluate(exp.model, test_batches(exp, split))["accuracy"]
+    out["denominator"] = sparsity_table(exp.model, prunable, eps=exp.config.prune.eps, label="prunable weights").denominator
+    out.update({k: v for k, v in cost.items() if k != "layers"})
+    return out
+
+
+@torch.no_grad()
+def pruned_points(exp: Experiment, levels) -> list[dict]:
+    """One :func:`point` per level after one-shot magnitude pruning (the model is restored afterwards)."""
+    params = exp.prunable()
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    out = []
+    try:
+        for level in levels:
+            if level > 0:
+                prune(exp.model, level, scope=exp.config.prune.scope, params=params)
+            out.append(point(exp, level))
+            for n, p in params.items():
+                p.copy_(saved[n])
+    finally:
+        for n, p in params.items():
+            p.copy_(saved[n])
+    return out
 
 
 @torch.no_grad()
@@ -129,6 +207,8 @@ def pruned_accuracies(exp: Experiment, levels, split: str = "test") -> dict[floa
 def _train_epoch(exp: Experiment, epoch: int, bar: Progress) -> dict[str, float]:
     cfg = exp.config
     model, penalty, opt, sched = exp.model, exp.penalty, exp.optimizer, exp.scheduler
+    step_hook = exp.method.after_step if exp.method.has_step_hook else None
+    first_step = epoch * exp.steps_per_epoch
     model.train()
     ce_sum = torch.zeros((), device=exp.device)
     correct = torch.zeros((), device=exp.device, dtype=torch.long)
@@ -144,6 +224,8 @@ def _train_epoch(exp: Experiment, epoch: int, bar: Progress) -> dict[str, float]
         loss.backward()
         opt.step()
         sched.step()
+        if step_hook is not None:
+            step_hook(exp, first_step + i + 1)
         ce_sum += ce.detach() * y.shape[0]
         correct += (out.detach().argmax(1) == y).sum()
         seen += y.shape[0]
@@ -169,9 +251,11 @@ def epoch_metrics(exp: Experiment, epoch: int, train_stats: dict[str, float], fi
             r = evaluate(exp.model, test_batches(exp, split))
             row[f"{split}_loss"], row[f"{split}_acc"] = r["loss"], r["accuracy"]
     row.update(exp.penalty.stats())
-    row["natural_sparsity"] = natural_sparsity(exp.prunable().values(), eps=cfg.prune.eps)
+    prunable = exp.prunable()
+    row["natural_sparsity"] = natural_sparsity(prunable.values(), eps=cfg.prune.eps)
+    row["sparsity"] = natural_sparsity(prunable.values(), eps=0.0)
     every = cfg.prune.eval_every
-    if final or (every > 0 and (epoch + 1) % every == 0):
+    if not exp.method.fixed_sparsity and (final or (every > 0 and (epoch + 1) % every == 0)):
         for split in ("val", "test"):
             if getattr(exp.data, split) is not None:
                 for level, acc in pruned_accuracies(exp, cfg.prune.levels, split).items():
@@ -217,16 +301,28 @@ def save_checkpoint(exp: Experiment, path: Path, epoch: int, history: list[dict]
             "scheduler": exp.scheduler.state_dict(),
             "rng": _rng_state(),
             "history": history,
+            "mask": exp.mask.state_dict() if exp.mask is not None else None,
+            "method": exp.method.state_dict(),
         },
     )
 
 
-def restore(exp: Experiment, ckpt: dict) -> None:
-    """Load a training checkpoint's states into ``exp`` (same config assumed)."""
+def restore(exp: Experiment, ckpt: dict, optimizer: bool = True) -> None:
+    """Load a training checkpoint's states into ``exp`` (same config assumed).
+
+    With ``optimizer=False`` the optimizer and schedule are left as built (used when the run resumes
+    exactly at a phase boundary, where the next phase starts a fresh optimizer anyway).
+    """
     exp.model.load_state_dict(ckpt["model"])
     exp.penalty.load_state_dict(ckpt["penalty"])
-    exp.optimizer.load_state_dict(ckpt["optimizer"])
-    exp.scheduler.load_state_dict(ckpt["scheduler"])
+    exp.method.load_state_dict(ckpt.get("method") or {})
+    if ckpt.get("mask") is not None:
+        mask = Mask.from_state_dict(ckpt["mask"]).to(exp.device)
+        mask.check(exp.model)
+        methods.set_mask(exp, mask)
+    if optimizer:
+        exp.optimizer.load_state_dict(ckpt["optimizer"])
+        exp.scheduler.load_state_dict(ckpt["scheduler"])
     _set_rng_state(ckpt["rng"])
 
 
@@ -239,6 +335,10 @@ def load_run(run_dir: str | Path, device: torch.device | None = None, overrides:
         overrides(config)
     exp = build(config, device)
     try:
+        epoch = int(ckpt["epoch"])
+        phase, first = exp.phase_of(max(epoch - 1, 0))
+        if phase > 0:
+            start_phase_optimizer(exp, phase)
         restore(exp, ckpt)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {str(run_dir / CHECKPOINT)!r} does not match its config: {str(exc).splitlines()[0]}") from None
@@ -274,18 +374,31 @@ def train(config: Config, run_dir: str | Path, echo: Callable[[str], None] = pri
     start = 0
     if ckpt_path.exists():
         ckpt = checkpoint.load(ckpt_path, required=CHECKPOINT_KEYS)
-        restore(exp, ckpt)
         start, history = int(ckpt["epoch"]), list(ckpt["history"])
+        phase, first = exp.phase_of(start)
+        mid_phase = start > first
+        if mid_phase and phase > 0:
+            start_phase_optimizer(exp, phase)
+        restore(exp, ckpt, optimizer=mid_phase)
         echo(f"resuming {run_dir} after epoch {start}/{config.train.epochs}")
-    echo(f"training {config.name} ({config.hash()}) on {exp.device}: {config.model.name}, penalty {config.penalty.name}, {config.train.epochs} epochs")
+    echo(
+        f"training {config.name} ({config.hash()}) on {exp.device}: {config.model.name}, penalty {config.penalty.name}, "
+        f"method {config.method.name}, {config.train.epochs} epochs"
+    )
 
     t0 = time.perf_counter()
+    offset = history[-1].get("time_s", 0.0) if history else 0.0
     epochs = config.train.epochs
     for epoch in range(start, epochs):
+        phase, first = exp.phase_of(epoch)
+        if epoch == first:
+            if phase > 0:
+                start_phase_optimizer(exp, phase)
+            exp.method.begin_phase(exp, phase)
         bar = Progress(exp.steps_per_epoch, f"epoch {epoch + 1}/{epochs}", enabled=config.run.progress)
         stats = _train_epoch(exp, epoch, bar)
         row = epoch_metrics(exp, epoch, stats, final=epoch + 1 == epochs)
-        row["time_s"] = time.perf_counter() - t0
+        row["time_s"] = offset + time.perf_counter() - t0
         history.append(row)
         save_checkpoint(exp, ckpt_path, epoch + 1, history)
         write_metrics(run_dir / "metrics.csv", history)
@@ -309,16 +422,29 @@ def _epoch_line(row: dict) -> str:
 
 
 def make_summary(exp: Experiment, history: list[dict], run_dir: Path) -> dict:
+    """The run's result: final metrics and one point per evaluated sparsity.
+
+    One-shot methods get a point for the trained network (sparsity 0) and one per ``prune.levels``
+    (magnitude pruning, no fine-tuning); fixed-sparsity methods get one point, the network as trained.
+    """
     cfg = exp.config
     final = history[-1] if history else {}
+    if exp.method.fixed_sparsity:
+        points = [point(exp, cfg.method.sparsity)]
+    else:
+        points = pruned_points(exp, [0.0, *cfg.prune.levels])
     table = sparsity_table(exp.model, exp.prunable(), eps=cfg.prune.eps, label="prunable weights")
     return {
         "run_dir": str(run_dir),
         "name": cfg.name,
-        "config_hash": cfg.hash(),
-        "model": cfg.model.name,
+        "label": exp.method.label(cfg.penalty.name),
+        "method": cfg.method.name,
         "penalty": cfg.penalty.name,
+        "dataset": cfg.data.name,
+        "model": cfg.model.name,
+        "config_hash": cfg.hash(),
         "epochs": cfg.train.epochs,
+        "phases": exp.phases,
         "seed": cfg.train.seed,
         "parameters": sum(p.numel() for p in exp.model.parameters()),
         "test_accuracy": final.get("test_acc"),
@@ -327,6 +453,7 @@ def make_summary(exp: Experiment, history: list[dict], run_dir: Path) -> dict:
             k.removeprefix("test_acc_pruned_"): v for k, v in final.items() if k.startswith("test_acc_pruned_")
         },
         "prune_scope": cfg.prune.scope,
+        "points": points,
         "sparsity": table.to_dict(),
         "train_time_s": final.get("time_s"),
         "final": final,

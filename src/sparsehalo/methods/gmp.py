@@ -1,0 +1,78 @@
+"""Gradual magnitude pruning (Zhu & Gupta, 2017) with the cubic schedule.
+
+Sparsity at step ``t`` (pruning happens at ``t0, t0 + dt, ...`` up to ``t1``)::
+
+    s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0)) ** 3
+
+and stays at ``s_f`` after ``t1``.  Each pruning step is a global magnitude prune of the (masked)
+weights to ``s_t``; pruned weights are exactly zero, hence the smallest, so the masks are nested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ConfigError
+from ..pruning import prune
+from .base import Method, set_mask
+
+
+def cubic_sparsity(step: int, start: int, end: int, initial: float, final: float) -> float:
+    """Zhu & Gupta's cubic schedule; ``initial`` before ``start``, ``final`` after ``end``."""
+    if step < start:
+        return initial
+    if step >= end:
+        return final
+    return final + (initial - final) * (1.0 - (step - start) / (end - start)) ** 3
+
+
+class GMP(Method):
+    """Options: ``start_epoch`` / ``end_epoch`` (fractions allowed), ``frequency`` in steps, and the
+    ``initial_sparsity`` of the first pruning step."""
+
+    name = "gmp"
+    has_step_hook = True
+
+    @dataclasses.dataclass
+    class Options:
+        start_epoch: float = 1.0
+        end_epoch: float = -1.0  # < 0: counted from the end, e.g. -5 = five epochs before the end
+        frequency: int = 100
+        initial_sparsity: float = 0.0
+
+    def label(self, penalty: str) -> str:
+        return "GMP"
+
+    def _bounds(self, exp) -> tuple[int, int]:
+        spe, total = exp.steps_per_epoch, exp.steps_per_epoch * exp.config.train.epochs
+        start = int(round(self.opts.start_epoch * spe))
+        end_epoch = self.opts.end_epoch if self.opts.end_epoch >= 0 else exp.config.train.epochs + self.opts.end_epoch
+        end = int(round(end_epoch * spe))
+        if not 0 <= start < end <= total or self.opts.frequency < 1:
+            raise ConfigError(f"GMP needs 0 <= start < end <= {total} steps and frequency >= 1 (got start {start}, end {end})")
+        return start, end
+
+    def schedule_steps(self, exp) -> list[tuple[int, float]]:
+        """The (step, sparsity) pairs at which this run prunes."""
+        start, end = self._bounds(exp)
+        steps = list(range(start, end, self.opts.frequency)) + [end]
+        return [(t, cubic_sparsity(t, start, end, self.opts.initial_sparsity, self.sparsity)) for t in steps]
+
+    def _planned(self, exp) -> dict[int, float]:
+        # Built lazily so that a resumed run (which skips begin_phase) has it too.
+        if getattr(self, "_plan", None) is None:
+            self._plan = dict(self.schedule_steps(exp))
+        return self._plan
+
+    def begin_phase(self, exp, phase: int) -> None:
+        if 0 in self._planned(exp):
+            self._prune_to(exp, self._plan[0])
+
+    def after_step(self, exp, step: int) -> None:
+        s = self._planned(exp).get(step)
+        if s is not None:
+            self._prune_to(exp, s)
+
+    def _prune_to(self, exp, sparsity: float) -> None:
+        if sparsity > 0:
+            set_mask(exp, prune(exp.model, sparsity, scope=exp.config.prune.scope, params=exp.prunable()))
