@@ -185,3 +185,16 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
     p.write_bytes(b"not a zip file at all")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         checkpoint.load(p)
+
+
+def test_config_extends(tmp_path):
+    (tmp_path / "base.toml").write_text('name = "base"\n[train]\nepochs = 7\nseed = 3\n[penalty]\nname = "halo"\nxi = 0.5\n')
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\nname = "child"\n[train]\nepochs = 9\n')
+    cfg = config_mod.load(tmp_path / "child.toml")
+    assert (cfg.name, cfg.train.epochs, cfg.train.seed, cfg.penalty.name, cfg.penalty.xi) == ("child", 9, 3, "halo", 0.5)
+    (tmp_path / "loop.toml").write_text('extends = "loop.toml"\n')
+    with pytest.raises(ConfigError, match="extends itself"):
+        config_mod.load(tmp_path / "loop.toml")
+    (tmp_path / "orphan.toml").write_text('extends = "missing.toml"\n')
+    with pytest.raises(ConfigError, match="not found"):
+        config_mod.load(tmp_path / "orphan.toml")

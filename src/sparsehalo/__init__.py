@@ -15,7 +15,7 @@ and afterwards::
 from . import models
 from .errors import SparsehaloError
 from .metrics import evaluate, sparsity_table
-from .penalties import HALO, L1, SWS, NoPenalty, Penalty
+from .penalties import HALO, L1, MCP, SCAD, SWS, GroupHALO, GroupLasso, NoPenalty, Penalty
 from .pruning import Mask, prunable_parameters, prune
 
 __version__ = "0.1.0"
@@ -24,6 +24,10 @@ __all__ = [
     "HALO",
     "L1",
     "SWS",
+    "MCP",
+    "SCAD",
+    "GroupLasso",
+    "GroupHALO",
     "NoPenalty",
     "Penalty",
     "Mask",

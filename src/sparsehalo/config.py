@@ -262,18 +262,39 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a TOML config; ``extends = "other.toml"`` (relative to the file) is read first and
+    overridden key by key, so a method's config states only what differs from its base."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {str(path)!r} extends itself")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    parent = data.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ConfigError(f"{str(path)!r}: extends must be a file name")
+        data = _deep_merge(read_toml(path.parent / parent, _seen + (path.resolve(),)), data)
+    return data
+
+
 def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read a TOML config file (or defaults when ``path`` is None) and apply overrides."""
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} not found")
-        try:
-            data = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-        data.setdefault("name", path.stem)
+        data = read_toml(path)
+        data.setdefault("name", Path(path).stem)
     return from_dict(apply_overrides(data, list(overrides)))
 
 

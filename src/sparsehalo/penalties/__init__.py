@@ -1,7 +1,8 @@
 """Shrinkage penalties and their registry.
 
-``build(name, model, **kwargs)`` makes a penalty for a model by name (``"none"``, ``"l1"``,
-``"sws"``, ``"halo"``); add one with :func:`register`.
+``build(name, model, **kwargs)`` makes a penalty for a model by name: ``"none"``, ``"l1"``,
+``"sws"``, ``"halo"``, ``"mcp"``, ``"scad"``, ``"group_lasso"``, ``"group_halo"``; add one with
+:func:`register`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import NoPenalty, Penalty
+from .group import GroupHALO, GroupLasso
 from .halo import HALO, HYPER, L1, SWS
+from .nonconvex import MCP, SCAD
 
 PENALTIES: dict[str, type[Penalty]] = {}
 
@@ -23,7 +26,7 @@ def register(cls: type[Penalty]) -> type[Penalty]:
     return cls
 
 
-for _cls in (NoPenalty, L1, SWS, HALO):
+for _cls in (NoPenalty, L1, SWS, HALO, MCP, SCAD, GroupLasso, GroupHALO):
     register(_cls)
 
 
@@ -37,4 +40,7 @@ def build(name: str, model: nn.Module, **kwargs: Any) -> Penalty:
         raise ConfigError(f"penalty {name!r}: {exc}") from None
 
 
-__all__ = ["Penalty", "NoPenalty", "HALO", "L1", "SWS", "HYPER", "PENALTIES", "register", "build"]
+__all__ = [
+    "Penalty", "NoPenalty", "HALO", "L1", "SWS", "MCP", "SCAD", "GroupLasso", "GroupHALO",
+    "HYPER", "PENALTIES", "register", "build",
+]

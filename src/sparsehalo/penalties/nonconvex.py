@@ -1,0 +1,114 @@
+"""Folded-concave penalties: MCP (Zhang 2010) and SCAD (Fan & Li 2001).
+
+Both act on each penalized scalar separately, are non-convex, grow like the lasso near zero and
+level off to a constant for large weights, so big weights are not shrunk.  Neither has trainable
+state: :meth:`Penalty.param_groups` returns ``[]``.
+
+Both are written with ``torch.where`` on ``|w|`` so that the gradient is finite everywhere: every
+branch is a polynomial in ``|w|`` and ``w**2`` (finite for every input, so the zero gradient that
+``torch.where`` sends to the branch not taken never meets an ``inf`` or ``nan``), and ``|w|`` has
+the subgradient ``sign(w)``, which is 0 at 0.  Away from 0 both penalties are continuously
+differentiable, so which branch owns a boundary point does not change the gradient there.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+
+from ..errors import ConfigError
+from .base import Penalty
+
+
+def _sum_elementwise(targets, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """sum over tensors of sum over entries of ``fn(w)``."""
+    total = None
+    for w in targets:
+        term = fn(w).sum()
+        total = term if total is None else total + term
+    return total
+
+
+class MCP(Penalty):
+    """Minimax concave penalty (Zhang, Annals of Statistics 2010).
+
+    With ``lam = xi`` and ``gamma = psi``, summed over every penalized scalar ``w``::
+
+        P(w) = lam * |w| - w**2 / (2 * gamma)     if |w| <= gamma * lam
+             = gamma * lam**2 / 2                 otherwise
+
+    The derivative ``sign(w) * (lam - |w| / gamma)`` falls linearly from ``lam`` at 0 to 0 at
+    ``|w| = gamma * lam``: a lasso near zero that relaxes to no shrinkage at all for large weights.
+    ``gamma`` (our ``psi``) sets how fast it relaxes; the mapping ``lam = xi, gamma = psi`` follows
+    the project's METHOD.md ("MCP with lam = xi, gamma = psi"), so ``xi`` keeps its meaning as the
+    strength of the weight penalty across all penalties.
+
+    Args:
+        params: ``{name: parameter}`` to penalize (see :meth:`Penalty.for_model`).
+        xi: ``lam``, the lasso slope at zero (>= 0; 0 gives the zero penalty).
+        psi: ``gamma`` (> 0), the concavity: the penalty is flat beyond ``|w| = psi * xi``.
+    """
+
+    name = "mcp"
+
+    def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 1e-4, psi: float = 3.0):
+        super().__init__(params, xi=xi)
+        if not psi > 0:
+            raise ConfigError(f"MCP: psi (gamma) must be > 0, got {psi}")
+        self.psi = float(psi)
+
+    def forward(self) -> torch.Tensor:
+        lam, gamma = self.xi, self.psi
+        flat = gamma * lam * lam / 2
+
+        def mcp(w: torch.Tensor) -> torch.Tensor:
+            a = w.abs()
+            # w.square(), not a * a: same value, and its gradient 2w does not route through |w|.
+            return torch.where(a <= gamma * lam, lam * a - w.square() / (2 * gamma), flat)
+
+        return _sum_elementwise(self._targets, mcp)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, psi={self.psi:g}"
+
+
+class SCAD(Penalty):
+    """Smoothly clipped absolute deviation (Fan & Li, JASA 2001).
+
+    With ``lam = xi``, summed over every penalized scalar ``w``::
+
+        P(w) = lam * |w|                                          if |w| <= lam
+             = (2 * a * lam * |w| - w**2 - lam**2) / (2 * (a - 1))  if lam < |w| <= a * lam
+             = lam**2 * (a + 1) / 2                               otherwise
+
+    The derivative is ``lam * sign(w)`` up to ``lam``, then ``sign(w) * (a * lam - |w|) / (a - 1)``
+    falling linearly to 0 at ``a * lam``, then 0.  ``a = 3.7`` is Fan & Li's recommended value.
+
+    Args:
+        params: ``{name: parameter}`` to penalize (see :meth:`Penalty.for_model`).
+        xi: ``lam``, the lasso slope near zero (>= 0; 0 gives the zero penalty).
+        a: the clipping point in units of ``lam`` (> 2).
+    """
+
+    name = "scad"
+
+    def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 1e-4, a: float = 3.7):
+        super().__init__(params, xi=xi)
+        if not a > 2:
+            raise ConfigError(f"SCAD: a must be > 2, got {a}")
+        self.a = float(a)
+
+    def forward(self) -> torch.Tensor:
+        lam, a = self.xi, self.a
+        flat = lam * lam * (a + 1) / 2
+
+        def scad(w: torch.Tensor) -> torch.Tensor:
+            m = w.abs()
+            middle = (2 * a * lam * m - w.square() - lam * lam) / (2 * (a - 1))
+            return torch.where(m <= lam, lam * m, torch.where(m <= a * lam, middle, flat))
+
+        return _sum_elementwise(self._targets, scad)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, a={self.a:g}"
