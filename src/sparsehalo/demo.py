@@ -14,7 +14,7 @@ from . import checkpoint, config as config_mod
 from .engine import train
 
 DEMO_EPOCHS = 20
-LEVELS = [0.9, 0.95, 0.98, 0.99, 0.995]
+LEVELS = [0.9, 0.95, 0.98, 0.985, 0.99, 0.995, 0.996]
 
 # The settings of configs/mnist_lenet300_{halo,dense}.toml beyond the defaults of config.py.
 HALO_SETTINGS = [
