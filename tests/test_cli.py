@@ -126,7 +126,7 @@ def test_divergence_exit_code(tmp_path):
 
 
 def test_help_for_every_command():
-    for cmd in ("train", "prune", "sweep", "eval", "demo", "download"):
+    for cmd in ("train", "prune", "sweep", "eval", "demo", "download", "report"):
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0 and "usage: sparsehalo " + cmd in proc.stdout
 
@@ -173,3 +173,27 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path):
     for k in a["penalty"]:
         assert torch.equal(a["penalty"][k], b["penalty"][k]), k
     assert len(b["history"]) == 3
+
+
+def test_seeds_and_report(tmp_path):
+    args = ["train", "configs/mnist_lenet300_halo.toml", "--out", tmp_path / "runs", "--seeds", "0,1", "--quiet"]
+    for s in ['data.name="synthetic"', "data.batch_size=128", "train.epochs=1", "prune.levels=[0.5, 0.9]", "penalty.xi=1e-3"]:
+        args += ["--set", s]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    dirs = proc.stdout.strip().splitlines()
+    assert len(dirs) == 2 and dirs[0] != dirs[1]
+    seeds = sorted(json.load(open(os.path.join(d, "summary.json")))["seed"] for d in dirs)
+    assert seeds == [0, 1]
+    rep = run_cli("report", tmp_path / "runs", "--out", tmp_path / "report")
+    assert rep.returncode == 0, rep.stderr
+    csv_lines = (tmp_path / "report" / "summary.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("model,method,sparsity,seeds,acc_mean,acc_std,epochs")
+    row = next(l for l in csv_lines[1:] if l.split(",")[2] in ("0.9",))
+    accs = [json.load(open(os.path.join(d, "summary.json")))["pruned_test_accuracy"]["0.9"] for d in dirs]
+    fields = row.split(",")
+    assert int(fields[3]) == 2
+    assert float(fields[4]) == pytest.approx(sum(accs) / 2, abs=1e-6)
+    assert (tmp_path / "report" / "report.md").read_text().count("±") >= 1
+    assert "--seeds" in run_cli("train", "--help").stdout
+    assert "distinct" in _one_line_error(run_cli("train", "configs/mnist_lenet300_halo.toml", "--seeds", "1,1"))

@@ -51,13 +51,34 @@ def cmd_train(args) -> int:
         overrides.append(f'run.data_dir="{args.data_dir}"')
     if args.quiet:
         overrides.append("run.progress=false")
-    cfg = config_mod.load(args.config, overrides)
-    run_dir = cfg.run_dir(args.out)
+    seeds = args.seeds if args.seeds is not None else [None]
+    configs = [config_mod.load(args.config, overrides + ([f"train.seed={s}"] if s is not None else [])) for s in seeds]
     echo = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
-    summary = train(cfg, run_dir, echo=echo)
-    if not args.quiet and summary.get("test_accuracy") is not None:
-        print(f"final test accuracy {summary['test_accuracy']:.2f}%", file=sys.stderr)
-    print(run_dir)
+    for cfg in configs:  # all configs are checked before the first run starts
+        run_dir = cfg.run_dir(args.out)
+        summary = train(cfg, run_dir, echo=echo)
+        if not args.quiet and summary.get("test_accuracy") is not None:
+            print(f"seed {cfg.train.seed}: final test accuracy {summary['test_accuracy']:.2f}%", file=sys.stderr)
+        print(run_dir)
+    return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds, got {text!r}")
+    return seeds
+
+
+def cmd_report(args) -> int:
+    from .report import make_report
+
+    written = make_report(args.run_dirs, args.out, title=args.title, scales=not args.no_scales)
+    for path in written.values():
+        print(path)
     return 0
 
 
@@ -136,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set train.epochs=15 (repeatable)")
     t.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     t.add_argument("--data-dir", help="directory holding the dataset files (default: bundled MNIST / $SPARSEHALO_DATA_DIR)")
+    t.add_argument("--seeds", type=_seed_list, default=None, help="replicates, e.g. 0,1,2 (overrides train.seed; one run directory each)")
     t.add_argument("--quiet", action="store_true", help="print only the run directory")
     t.set_defaults(func=cmd_train)
 
@@ -168,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    rp = sub.add_parser("report", help="tables and plots (mean +- std over seeds) from run directories",
+                        description="Aggregate any set of run directories (or their parents) into report.md, summary.csv and plots.")
+    rp.add_argument("run_dirs", nargs="+", help="run directories or directories holding them")
+    rp.add_argument("--out", required=True, help="output directory")
+    rp.add_argument("--title", default=None)
+    rp.add_argument("--no-scales", action="store_true", help="skip the learned-scale plots of HALO runs")
+    rp.set_defaults(func=cmd_report)
 
     dl = sub.add_parser("download", help="download a dataset with sha256 checks")
     dl.add_argument("name", choices=["mnist", "fashion-mnist"])
