@@ -133,7 +133,7 @@ def test_help_for_every_command():
 
 def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path):
     """Real MNIST (a 20k-example training subset), killed with SIGKILL during epoch 2, then re-run."""
-    sets = ["train.epochs=3", "data.val_size=40000", "run.progress=false", "prune.eval_every=0", "prune.levels=[0.9]"]
+    sets = ["train.epochs=3", "data.val_size=40000", "run.progress=false", "run.eval_pruned_every=0", "prune.levels=[0.9]"]
     base = [sys.executable, "-m", "sparsehalo.cli", "train", "configs/mnist_lenet300_halo.toml"]
     for s in sets:
         base += ["--set", s]

@@ -119,7 +119,6 @@ class PruneConfig:
     types: list[str] = field(default_factory=lambda: ["Conv2d", "Linear"])
     biases: bool = False
     eps: float = 1e-3  # "natural" sparsity threshold: |w| <= eps
-    eval_every: int = 1  # evaluate the pruned network every k epochs (0: only at the end)
 
 
 @dataclass
@@ -130,6 +129,7 @@ class RunConfig:
     data_dir: str | None = None
     progress: bool = True
     threads: int = 0  # torch threads (0: leave PyTorch's default)
+    eval_pruned_every: int = 1  # log accuracy after pruning at prune.levels every k epochs (0: only at the end)
 
 
 @dataclass

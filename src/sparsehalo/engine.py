@@ -187,15 +187,16 @@ def pruned_points(exp: Experiment, levels) -> list[dict]:
 
 
 @torch.no_grad()
-def pruned_accuracies(exp: Experiment, levels, split: str = "test") -> dict[float, float]:
-    """Accuracy after one-shot magnitude pruning at each level (the model is restored afterwards)."""
+def pruned_accuracies(exp: Experiment, levels) -> dict[str, dict[float, float]]:
+    """``{split: {level: accuracy}}`` after one-shot magnitude pruning (the model is restored afterwards)."""
     params = exp.prunable()
     saved = {n: p.detach().clone() for n, p in params.items()}
-    out = {}
+    out: dict[str, dict[float, float]] = {split: {} for split in _splits(exp)}
     try:
         for level in levels:
             prune(exp.model, level, scope=exp.config.prune.scope, params=params)
-            out[level] = evaluate(exp.model, test_batches(exp, split))["accuracy"]
+            for split in out:
+                out[split][level] = evaluate(exp.model, test_batches(exp, split))["accuracy"]
             for n, p in params.items():
                 p.copy_(saved[n])
     finally:
@@ -254,12 +255,11 @@ def epoch_metrics(exp: Experiment, epoch: int, train_stats: dict[str, float], fi
     prunable = exp.prunable()
     row["natural_sparsity"] = natural_sparsity(prunable.values(), eps=cfg.prune.eps)
     row["sparsity"] = natural_sparsity(prunable.values(), eps=0.0)
-    every = cfg.prune.eval_every
+    every = cfg.run.eval_pruned_every
     if not exp.method.fixed_sparsity and (final or (every > 0 and (epoch + 1) % every == 0)):
-        for split in ("val", "test"):
-            if getattr(exp.data, split) is not None:
-                for level, acc in pruned_accuracies(exp, cfg.prune.levels, split).items():
-                    row[f"{split}_acc_pruned_{level:g}"] = acc
+        for split, accs in pruned_accuracies(exp, cfg.prune.levels).items():
+            for level, acc in accs.items():
+                row[f"{split}_acc_pruned_{level:g}"] = acc
     return row
 
 
