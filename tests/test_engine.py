@@ -142,7 +142,7 @@ def test_divergence_is_reported_and_keeps_last_checkpoint(tmp_path, tiny_setting
 
 def test_config_hash_is_pinned_and_demo_matches_configs():
     cfg = config_mod.load(ROOT / "configs" / "mnist_lenet300_halo.toml")
-    assert cfg.hash() == "0e85b5fd7c77"
+    assert cfg.hash() == "e675164246e4"
     assert cfg.name == "mnist_lenet300_halo"
     # run-only settings do not change the hash; results-changing ones do
     assert config_mod.load(ROOT / "configs" / "mnist_lenet300_halo.toml", ['run.device="cpu"']).hash() == cfg.hash()
@@ -206,3 +206,22 @@ def test_config_extends(tmp_path):
     (tmp_path / "orphan.toml").write_text('extends = "missing.toml"\n')
     with pytest.raises(ConfigError, match="not found"):
         config_mod.load(tmp_path / "orphan.toml")
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_differs_from_fp32(tmp_path, tiny_settings, amp):
+    base = engine.train(make(tiny_settings, "train.epochs=1"), tmp_path / "fp32", echo=lambda s: None)
+    s = engine.train(make(tiny_settings, "train.epochs=1", f'train.amp="{amp}"', "run.channels_last=true"), tmp_path / amp, echo=lambda s: None)
+    assert math.isfinite(s["final"]["train_loss"]) and s["test_accuracy"] > 50  # the synthetic task is easy
+    assert s["final"]["train_loss"] != base["final"]["train_loss"]
+    assert make(tiny_settings, f'train.amp="{amp}"').hash() != make(tiny_settings).hash()
+    assert make(tiny_settings, "run.channels_last=true").hash() == make(tiny_settings).hash()
+    if amp == "fp16":
+        assert checkpoint.load(tmp_path / amp / "checkpoint.pt")["scaler"]["scale"] > 0
+
+
+def test_hash_ignores_defaults():
+    """A default-valued setting does not enter the hash, so adding fields keeps old hashes."""
+    assert config_mod.Config().hashed_dict() == {}
+    assert config_mod.load(None, ["train.epochs=30"]).hash() == config_mod.Config().hash()
+    assert config_mod.load(None, ["train.epochs=31"]).hashed_dict() == {"train": {"epochs": 31}}

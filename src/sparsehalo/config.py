@@ -108,6 +108,7 @@ class ScheduleConfig:
 class TrainConfig:
     epochs: int = 30
     seed: int = 0
+    amp: str = "none"  # mixed precision of forward and loss: none | bf16 | fp16 (fp16 uses a gradient scaler)
 
 
 @dataclass
@@ -130,6 +131,7 @@ class RunConfig:
     progress: bool = True
     threads: int = 0  # torch threads (0: leave PyTorch's default)
     eval_pruned_every: int = 1  # log accuracy after pruning at prune.levels every k epochs (0: only at the end)
+    channels_last: bool = False  # NHWC memory format for conv nets on GPUs
 
 
 @dataclass
@@ -151,7 +153,20 @@ class Config:
         return asdict(self)
 
     def hashed_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in self.UNHASHED}
+        """The settings that change the result and differ from their defaults, by section.
+
+        Leaving defaults out keeps old run directories findable when a field is added later (with a
+        default that reproduces the old behaviour); for the same reason a default must never change.
+        """
+        default = asdict(Config())
+        out = {}
+        for section, values in asdict(self).items():
+            if section in self.UNHASHED:
+                continue
+            changed = {k: v for k, v in values.items() if v != default[section][k]}
+            if changed:
+                out[section] = changed
+        return out
 
     def hash(self) -> str:
         """Canonical hash of everything that changes the result (12 hex digits)."""

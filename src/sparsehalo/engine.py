@@ -23,6 +23,7 @@ Test accuracy is logged, never used to pick a checkpoint: the final weights are 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -78,6 +79,7 @@ class Experiment:
     phases: list[int]
     mask: Mask | None = None
     mask_handle: MaskHandle | None = None
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
 
     def phase_of(self, epoch: int) -> tuple[int, int]:
         """(phase index, first epoch of that phase) for a 0-based epoch."""
@@ -87,6 +89,19 @@ class Experiment:
                 return i, first
             first += n
         return len(self.phases) - 1, first - self.phases[-1]
+
+    def precision(self):
+        """(autocast context factory, gradient scaler or None) for ``train.amp``."""
+        amp = self.config.train.amp
+        if amp == "none":
+            return contextlib.nullcontext, None
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        if amp not in dtypes:
+            raise ConfigError(f"train.amp must be none, bf16 or fp16, got {amp!r}")
+        if self.scaler is None and amp == "fp16":
+            self.scaler = torch.amp.GradScaler(self.device.type)
+        ctx = lambda: torch.autocast(self.device.type, dtype=dtypes[amp])  # noqa: E731
+        return ctx, self.scaler
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -115,6 +130,8 @@ def build(config: Config, device: torch.device | None = None) -> Experiment:
     data = load_dataset(config.data.name, config.run.data_dir, val_size=config.data.val_size, seed=config.train.seed).to(device)
     torch.manual_seed(config.train.seed)
     model = build_model(config, data.num_classes).to(device)
+    if config.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     pc = config.penalty
     penalty = penalties.build(pc.name, model, **pc.selection(), **pc.options()).to(device)
     penalty.check_partition(model)
@@ -216,14 +233,24 @@ def _train_epoch(exp: Experiment, epoch: int, bar: Progress) -> dict[str, float]
     seen = 0
     pen = torch.zeros((), device=exp.device)
     batches = exp.data.train.batches(cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch)
+    autocast, scaler = exp.precision()
+    channels_last = cfg.run.channels_last
     for i, (x, y) in enumerate(batches):
-        out = model(x)
-        ce = F.cross_entropy(out, y)
-        pen = penalty()
-        loss = ce + pen
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out = model(x)
+            ce = F.cross_entropy(out, y)
+        pen = penalty()  # in float32: its terms are tiny next to the loss
+        loss = ce.float() + pen
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         sched.step()
         if step_hook is not None:
             step_hook(exp, first_step + i + 1)
@@ -303,6 +330,7 @@ def save_checkpoint(exp: Experiment, path: Path, epoch: int, history: list[dict]
             "history": history,
             "mask": exp.mask.state_dict() if exp.mask is not None else None,
             "method": exp.method.state_dict(),
+            "scaler": exp.scaler.state_dict() if exp.scaler is not None else None,
         },
     )
 
@@ -323,6 +351,9 @@ def restore(exp: Experiment, ckpt: dict, optimizer: bool = True) -> None:
     if optimizer:
         exp.optimizer.load_state_dict(ckpt["optimizer"])
         exp.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        exp.precision()
+        exp.scaler.load_state_dict(ckpt["scaler"])
     _set_rng_state(ckpt["rng"])
 
 

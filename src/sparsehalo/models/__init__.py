@@ -5,3 +5,5 @@ Add a model by decorating its constructor with ``@register("name")`` in a module
 
 from .registry import MODELS, build, register, names  # noqa: F401
 from . import lenet  # noqa: F401  (registers lenet300, lenet5, lenet5_caffe)
+from . import vgg  # noqa: F401  (registers vgg16_bn)
+from . import resnet  # noqa: F401  (registers resnet: CIFAR ResNet of depth 6n+2 / 9n+2)
