@@ -16,6 +16,7 @@ by the mean of the first batch (a constant shift leaves the covariance unchanged
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -73,7 +74,9 @@ def normalized_spectrum(cov: torch.Tensor) -> torch.Tensor:
     return eig / total if total > 0 else eig
 
 
-def conv_energy(model: nn.Module, batches: Iterable, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+def conv_energy(
+    model: nn.Module, batches: Iterable, device: torch.device | str | None = None
+) -> dict[str, torch.Tensor]:
     """Energy spectrum of the globally average-pooled output of every ``Conv2d`` in ``model``.
 
     Runs in eval mode (BatchNorm uses its running statistics, dropout is off) under ``torch.no_grad``;
@@ -90,7 +93,8 @@ def conv_energy(model: nn.Module, batches: Iterable, device: torch.device | str 
         in ``model.named_modules()`` order.
 
     Raises:
-        SparsehaloError: if the model has no Conv2d or ``batches`` holds no examples.
+        SparsehaloError: if the model has no Conv2d or ``batches`` holds no examples.  A Conv2d that
+            never runs in ``forward`` is left out of the result with a warning.
     """
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
@@ -104,7 +108,9 @@ def conv_energy(model: nn.Module, batches: Iterable, device: torch.device | str 
 
     def hook_for(name: str):
         def hook(module, inputs, output):
-            moments[name].add(output.mean(dim=(2, 3)))
+            # Unbatched [C, H, W] calls are one example.
+            out = output if output.dim() == 4 else output.unsqueeze(0)
+            moments[name].add(out.mean(dim=(2, 3)))
 
         return hook
 
@@ -122,14 +128,14 @@ def conv_energy(model: nn.Module, batches: Iterable, device: torch.device | str 
         for m, training in modes:
             m.training = training
 
-    spectra = {}
-    for name, _ in convs:
-        mom = moments[name]
-        if mom.count == 0:
-            raise SparsehaloError("conv_energy got no examples" if all(
-                v.count == 0 for v in moments.values()) else f"conv_energy: layer {name} was never run")
-        spectra[name] = normalized_spectrum(mom.covariance()).cpu()
-    return spectra
+    if all(mom.count == 0 for mom in moments.values()):
+        raise SparsehaloError("conv_energy got no examples")
+    unused = [name for name, mom in moments.items() if mom.count == 0]
+    if unused:
+        # A conv defined but not called in forward has no spectrum; say so rather than invent one.
+        warnings.warn(f"conv_energy: {len(unused)} Conv2d never ran and are left out: {', '.join(unused[:5])}",
+                      stacklevel=2)
+    return {name: normalized_spectrum(mom.covariance()).cpu() for name, mom in moments.items() if mom.count}
 
 
 def _level_key(level: float) -> str:
@@ -184,7 +190,7 @@ def plot_energy(spectra: Mapping[str, torch.Tensor], path: str | Path, title: st
     the file is written atomically.
 
     Raises:
-        SparsehaloError: if ``spectra`` is empty.
+        SparsehaloError: if ``spectra`` is empty or the suffix names no supported image format.
     """
     if not spectra:
         raise SparsehaloError("plot_energy got no layers")
@@ -198,7 +204,10 @@ def plot_energy(spectra: Mapping[str, torch.Tensor], path: str | Path, title: st
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
     fig = Figure(figsize=(6.4, 4.8))
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
+    if fmt not in canvas.get_supported_filetypes():
+        raise SparsehaloError(f"cannot write a plot as {fmt!r}; use one of "
+                              f"{', '.join(sorted(canvas.get_supported_filetypes()))}")
     ax = fig.add_subplot()
     names = list(spectra)
     many = len(names) > 12
