@@ -197,3 +197,39 @@ def test_seeds_and_report(tmp_path):
     assert (tmp_path / "report" / "report.md").read_text().count("±") >= 1
     assert "--seeds" in run_cli("train", "--help").stdout
     assert "distinct" in _one_line_error(run_cli("train", "configs/mnist_lenet300_halo.toml", "--seeds", "1,1"))
+
+
+REF = ROOT.parent / "shared" / "reference" / "halo-released"
+
+
+@pytest.mark.parametrize("name,sparsity,acc", [("res50_c100_pruned_0.7.pth.tar", 70.0, 70.70), ("res50_c100_pruned_0.95.pth.tar", 95.0, 65.57)])
+def test_eval_released_checkpoints(name, sparsity, acc):
+    proc = run_cli("eval", REF / name, "--model", "resnet", "--depth", "50", "--num-classes", "100", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert round(100 * r["conv_sparsity"], 1) == sparsity
+    assert r["acc"] == pytest.approx(acc)
+    text = run_cli("eval", REF / name, "--model", "resnet", "--depth", "50", "--num-classes", "100")
+    assert f"Conv2d weight sparsity {sparsity:.2f}%" in text.stdout
+
+
+def test_eval_external_wrong_model_is_one_line():
+    line = _one_line_error(run_cli("eval", REF / "res50_c100_pruned_0.7.pth.tar", "--model", "resnet", "--depth", "20", "--num-classes", "100"))
+    assert "unexpected" in line or "missing" in line
+
+
+def test_analyze_energy_on_a_conv_run(tmp_path):
+    args = ["train", "configs/mnist_lenet5_dense.toml", "--out", tmp_path, "--quiet"]
+    for s in ['data.name="synthetic"', "train.epochs=1", "data.batch_size=128", "prune.levels=[0.5]"]:
+        args += ["--set", s]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    run = proc.stdout.strip().splitlines()[-1]
+    en = run_cli("analyze", "energy", run, "--json")
+    assert en.returncode == 0, en.stderr
+    r = json.loads(en.stdout)
+    assert set(r["layers"]) == {"conv1", "conv2"}
+    assert r["layers"]["conv1"]["channels"] == 6 and 1 <= r["layers"]["conv1"]["n90"] <= 6
+    spectra = json.load(open(os.path.join(run, "energy.json")))["spectra"]
+    assert sum(spectra["conv2"]) == pytest.approx(1.0)
+    assert open(os.path.join(run, "energy.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -113,14 +113,39 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .runs import eval_checkpoint
+    from .runs import eval_checkpoint, eval_external_checkpoint
 
-    r = eval_checkpoint(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    if args.model:
+        kwargs = {"depth": args.depth} if args.depth is not None else {}
+        r = eval_external_checkpoint(args.checkpoint, args.model, args.num_classes, kwargs, data=args.data,
+                                     data_dir=args.data_dir, device=args.device)
+    else:
+        if args.data or args.depth is not None:
+            raise SparsehaloError("--data and --depth describe an external checkpoint: give --model too")
+        r = eval_checkpoint(args.checkpoint, device=args.device, data_dir=args.data_dir)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
     print(r["table"])
-    print(f"test accuracy {r['test_accuracy']:.2f}% ({r['dataset']}, {r['model']})")
+    if args.model:
+        stored = "none stored" if r.get("acc") is None else f"{r['acc']:.2f}% stored in the file"
+        print(f"Conv2d weight sparsity {100 * r['conv_sparsity']:.2f}%; all parameters {100 * r['all_sparsity']:.2f}%; accuracy: {stored}")
+    if r.get("test_accuracy") is not None:
+        print(f"test accuracy {r['test_accuracy']:.2f}% ({r.get('dataset')}, {r.get('model')})")
+    return 0
+
+
+def cmd_analyze_energy(args) -> int:
+    from .runs import energy_run
+
+    r = energy_run(args.run_dir, out=args.out, device=args.device)
+    if args.json:
+        print(json.dumps({k: v for k, v in r.items() if k != "spectra"}, indent=2))
+        return 0
+    print(f"{'layer':<28}{'channels':>9}{'90% energy':>12}{'99% energy':>12}")
+    for name, row in r["layers"].items():
+        print(f"{name:<28}{row['channels']:>9}{row['n90']:>6} ({100 * row['frac90']:.0f}%){row['n99']:>6} ({100 * row['frac99']:.0f}%)")
+    print(r["plot"])
     return 0
 
 
@@ -177,12 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--device")
     sw.set_defaults(func=cmd_sweep)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on its test set")
-    ev.add_argument("checkpoint", help="a run's checkpoint.pt or a pruned/*.pt file")
+    ev = sub.add_parser("eval", help="evaluate a checkpoint (ours, or another code's with --model)",
+                        description="Evaluate a sparsehalo checkpoint on its test set, or measure an external one "
+                                    "(e.g. --model resnet --depth 50 --num-classes 100) and evaluate it with --data.")
+    ev.add_argument("checkpoint", help="a run's checkpoint.pt, a pruned/*.pt file, or an external .pth / .pth.tar")
+    ev.add_argument("--model", help="external checkpoint: registered model name (resnet, vgg16_bn, lenet300, ...)")
+    ev.add_argument("--depth", type=int, help="external checkpoint: ResNet depth")
+    ev.add_argument("--num-classes", type=int, default=10, help="external checkpoint: number of classes (default 10)")
+    ev.add_argument("--data", help="external checkpoint: dataset to evaluate on (e.g. cifar100); default: none")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--device")
     ev.add_argument("--data-dir")
     ev.set_defaults(func=cmd_eval)
+
+    an = sub.add_parser("analyze", help="analyses of a trained run")
+    an_sub = an.add_subparsers(dest="analysis", required=True, parser_class=_Parser)
+    en = an_sub.add_parser("energy", help="eigen-spectrum of each conv layer's pooled outputs over the test set",
+                           description="For each Conv2d: covariance of globally pooled outputs over the test set, "
+                                       "normalized eigenvalues, cumulative plot (energy.png, energy.json).")
+    en.add_argument("run_dir")
+    en.add_argument("--out", default=None, help="output directory (default: the run directory)")
+    en.add_argument("--json", action="store_true")
+    en.add_argument("--device")
+    en.set_defaults(func=cmd_analyze_energy)
 
     d = sub.add_parser("demo", help="HALO vs. no penalty on the bundled MNIST, pruned without fine-tuning")
     d.add_argument("--out", default="runs/demo")

@@ -173,3 +173,58 @@ def eval_checkpoint(path: str | Path, device: str | None = None, data_dir: str |
         "denominator": table.denominator,
         "table": str(table),
     }
+
+
+def eval_external_checkpoint(
+    path: str | Path,
+    model: str,
+    num_classes: int,
+    model_kwargs: dict | None = None,
+    data: str | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+) -> dict:
+    """Measure a checkpoint saved by other code (e.g. the HALO authors' release) and optionally evaluate it.
+
+    Sparsity is reported over Conv2d weights (the paper's denominator) and over all parameters; the
+    accuracy stored in the file, if any, is reported as such; with ``data`` the test split is evaluated.
+    """
+    from .external import describe_external
+
+    d = describe_external(path, model, num_classes, **(model_kwargs or {}))
+    out = {k: v for k, v in d.items() if k not in ("model", "table")}
+    out["table"] = str(d["table"])
+    out["checkpoint"] = str(path)
+    out["test_accuracy"] = None
+    if data:
+        dev = resolve_device(device or "auto")
+        splits = load_dataset(data, data_dir).to(dev)
+        if splits.num_classes != num_classes:
+            raise SparsehaloError(f"dataset {data!r} has {splits.num_classes} classes, the model {num_classes}")
+        net = d["model"].to(dev)
+        r = evaluate(net, splits.test.batches(500))
+        out["test_accuracy"], out["test_loss"], out["dataset"] = r["accuracy"], r["loss"], data
+    return out
+
+
+def energy_run(run_dir: str | Path, out: str | Path | None = None, device: str | None = None) -> dict:
+    """Energy analysis of every Conv2d of a run's final model over the test set.
+
+    For each layer: the covariance of its globally average-pooled outputs, its eigenvalues normalized
+    to sum to one, and how many components reach 90% / 99% of the energy.  Writes ``energy.json`` and
+    ``energy.png`` (cumulative energy against the fraction of channels) into ``out`` (default: the run).
+    """
+    from .energy import conv_energy, energy_summary, plot_energy
+
+    run_dir = Path(run_dir)
+    exp, _ = load_run(run_dir, resolve_device(device) if device else None)
+    spectra = conv_energy(exp.model, test_batches(exp))
+    if not spectra:
+        raise SparsehaloError(f"model {exp.config.model.name!r} has no Conv2d layer to analyze")
+    out = Path(out) if out else run_dir
+    summary = {"run": exp.config.name, "split": "test", "layers": energy_summary(spectra),
+               "spectra": {k: v.tolist() for k, v in spectra.items()}}
+    checkpoint.write_json(out / "energy.json", summary)
+    plot_energy(spectra, out / "energy.png", title=f"{exp.config.name}: energy of pooled conv outputs (test set)")
+    summary["plot"] = str(out / "energy.png")
+    return summary
