@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_report)
 
     dl = sub.add_parser("download", help="download a dataset with sha256 checks")
-    dl.add_argument("name", choices=["mnist", "fashion-mnist"])
+    dl.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10", "cifar100"])
     dl.add_argument("--dest", default=None, help="root directory; files go to DEST/NAME (default: ~/.cache/sparsehalo/NAME)")
     dl.add_argument("--base-url", default=None, help="mirror URL holding the .gz files")
     dl.set_defaults(func=cmd_download)

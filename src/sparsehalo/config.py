@@ -34,6 +34,7 @@ class DataConfig:
     batch_size: int = 100
     eval_batch_size: int = 1000
     val_size: int = 0  # examples carved from the training set for validation (0: none)
+    augment: bool = False  # the dataset's standard training augmentation (CIFAR: random crop pad 4 + flip)
 
 
 @dataclass

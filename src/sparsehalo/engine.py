@@ -127,7 +127,9 @@ def build(config: Config, device: torch.device | None = None) -> Experiment:
     device = device or resolve_device(config.run.device)
     if config.run.threads > 0:
         torch.set_num_threads(config.run.threads)
-    data = load_dataset(config.data.name, config.run.data_dir, val_size=config.data.val_size, seed=config.train.seed).to(device)
+    data = load_dataset(
+        config.data.name, config.run.data_dir, val_size=config.data.val_size, seed=config.train.seed, augment=config.data.augment
+    ).to(device)
     torch.manual_seed(config.train.seed)
     model = build_model(config, data.num_classes).to(device)
     if config.run.channels_last:

@@ -2,20 +2,28 @@
 
 Small vision datasets (MNIST-sized) fit on any device as a uint8 tensor, so batches are made by
 indexing the whole tensor at once instead of going through a ``DataLoader`` with per-sample Python
-calls.  Shuffle order depends only on ``(seed, epoch)``, which makes a resumed run see exactly the
-batches an uninterrupted run would have seen.
+calls.  Shuffle order (and random augmentation, when a dataset has one) depends only on
+``(seed, epoch)``, which makes a resumed run see exactly the batches an uninterrupted run would have
+seen.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from ..errors import DataError
 
 _U64 = (1 << 64) - 1
+
+# Added to the shuffle seed to seed augmentation, so the two random streams of one epoch differ
+# (the 64-bit golden-ratio constant: any large odd number far from small seed/epoch values works).
+_AUGMENT_SEED_OFFSET = 0x9E37_79B9_7F4A_7C15
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""``augment(x, generator) -> x``: a random transform of a float batch ``[B, C, H, W]`` in [0, 1]."""
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -33,6 +41,10 @@ class ArrayDataset:
         labels: int64 tensor ``[N]``.
         mean: per-channel mean subtracted from batches (after scaling to [0, 1]), or None.
         std: per-channel std batches are divided by, or None.
+        augment: random transform applied by :meth:`batches` to each batch after scaling to [0, 1] and
+            before normalization (e.g. :func:`sparsehalo.data.augment.random_crop_flip`), or None.
+            Set it on a training set only; :func:`split_validation` never passes it to the
+            validation part.
 
     The tensors may be shared with an in-process cache (see :func:`sparsehalo.data.load_dataset`):
     treat them as read-only.
@@ -44,6 +56,7 @@ class ArrayDataset:
         labels: torch.Tensor,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        augment: Augment | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise DataError(f"images must be a uint8 [N, C, H, W] tensor, got {images.dtype} {list(images.shape)}")
@@ -53,6 +66,8 @@ class ArrayDataset:
             raise DataError(f"labels must be integers, got {labels.dtype}")
         if labels.device != images.device:
             raise DataError(f"images on {images.device} but labels on {labels.device}")
+        if augment is not None and not callable(augment):
+            raise DataError(f"augment must be callable(x, generator) or None, got {augment!r}")
         if (mean is None) != (std is None):
             raise DataError("set both mean and std for normalization, or neither")
         channels = images.shape[1]
@@ -66,13 +81,15 @@ class ArrayDataset:
         self.labels = labels.long()
         self.mean: tuple[float, ...] | None = mean
         self.std: tuple[float, ...] | None = std
+        self.augment: Augment | None = augment
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __repr__(self) -> str:
         norm = f", mean={self.mean}, std={self.std}" if self.mean is not None else ""
-        return f"ArrayDataset(n={len(self)}, shape={list(self.images.shape[1:])}, device={self.device}{norm})"
+        aug = f", augment={getattr(self.augment, '__name__', self.augment)}" if self.augment is not None else ""
+        return f"ArrayDataset(n={len(self)}, shape={list(self.images.shape[1:])}, device={self.device}{norm}{aug})"
 
     @property
     def device(self) -> torch.device:
@@ -81,12 +98,16 @@ class ArrayDataset:
 
     def to(self, device: torch.device | str) -> ArrayDataset:
         """Return a new dataset with both tensors on ``device``."""
-        return ArrayDataset(self.images.to(device), self.labels.to(device), self.mean, self.std)
+        return ArrayDataset(self.images.to(device), self.labels.to(device), self.mean, self.std, self.augment)
 
     def subset(self, index: torch.Tensor) -> ArrayDataset:
         """Return the samples selected by ``index`` (int64 indices or a bool mask), as a copy."""
         index = torch.as_tensor(index, device=self.device)
-        return ArrayDataset(self.images[index], self.labels[index], self.mean, self.std)
+        return ArrayDataset(self.images[index], self.labels[index], self.mean, self.std, self.augment)
+
+    def with_augment(self, augment: Augment | None) -> ArrayDataset:
+        """Return a dataset sharing these tensors, with ``augment`` set (None turns augmentation off)."""
+        return ArrayDataset(self.images, self.labels, self.mean, self.std, augment)
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         """Number of batches :meth:`batches` yields for these arguments."""
@@ -113,14 +134,18 @@ class ArrayDataset:
             drop_last: skip a final incomplete batch.
 
         Yields:
-            ``x`` float32 ``[B, C, H, W]`` scaled to [0, 1] (then normalized if mean/std are set) and
-            ``y`` int64 ``[B]``.
+            ``x`` float32 ``[B, C, H, W]`` scaled to [0, 1], augmented if :attr:`augment` is set, then
+            normalized if mean/std are set; and ``y`` int64 ``[B]``.  With augmentation the batches
+            are still a pure function of ``(seed, epoch, batch_size)``.
         """
         count = self.num_batches(batch_size, drop_last)
         order = None
         if shuffle:
             order = torch.randperm(len(self), generator=_generator(seed * 1_000_003 + epoch))
             order = order.to(self.device)
+        # One generator per epoch, separate from the shuffle's, so turning augmentation on or off
+        # does not change the sample order.
+        aug_gen = None if self.augment is None else _generator(seed * 1_000_003 + epoch + _AUGMENT_SEED_OFFSET)
         shift = scale = None
         if self.mean is not None:
             shape = (1, -1, 1, 1)
@@ -130,6 +155,8 @@ class ArrayDataset:
             lo, hi = b * batch_size, (b + 1) * batch_size
             idx = slice(lo, hi) if order is None else order[lo:hi]
             x = self.images[idx].to(torch.float32).div_(255.0)
+            if aug_gen is not None:
+                x = self.augment(x, aug_gen)
             if shift is not None:
                 x = x.sub_(shift).div_(scale)
             yield x, self.labels[idx]
@@ -142,13 +169,26 @@ def _check_batch_size(batch_size: int) -> None:
 
 @dataclass
 class Splits:
-    """Train/test (and optional validation) datasets of one named dataset."""
+    """Train/test (and optional validation) datasets of one named dataset.
+
+    Attributes:
+        train: training set (the only split that may carry an ``augment``).
+        test: test set.
+        val: validation set carved out of train, or None.
+        num_classes: number of label values.
+        name: which data was loaded; can name a variant, e.g. ``"cifar10-jpeg"`` when
+            ``load_dataset("cifar10")`` fell back to the JPEG copy.
+        source: the file the data came from, when it came from one file (archives), else None.
+        classes: class names in label order, when the dataset has them, else None.
+    """
 
     train: ArrayDataset
     test: ArrayDataset
     val: ArrayDataset | None
     num_classes: int
     name: str
+    source: str | None = None
+    classes: tuple[str, ...] | None = None
 
     def to(self, device: torch.device | str) -> Splits:
         """Return new splits with every dataset on ``device``."""
@@ -158,6 +198,8 @@ class Splits:
             val=None if self.val is None else self.val.to(device),
             num_classes=self.num_classes,
             name=self.name,
+            source=self.source,
+            classes=self.classes,
         )
 
 
@@ -170,7 +212,8 @@ def split_validation(train: ArrayDataset, val_size: int | float, seed: int) -> t
         seed: selects which samples go to validation.
 
     Returns:
-        ``(train_rest, val)``; both keep the original sample order and they are disjoint.
+        ``(train_rest, val)``; both keep the original sample order and they are disjoint.  ``train_rest``
+        keeps ``train.augment``; ``val`` never has one (validation must see the data as test does).
 
     Raises:
         DataError: ``val_size`` leaves no sample for validation or for training.
@@ -190,4 +233,4 @@ def split_validation(train: ArrayDataset, val_size: int | float, seed: int) -> t
     perm = torch.randperm(n, generator=_generator(seed * 1_000_003 + 0x5EED_5EED))
     val_idx, _ = perm[:count].sort()
     rest_idx, _ = perm[count:].sort()
-    return train.subset(rest_idx), train.subset(val_idx)
+    return train.subset(rest_idx), train.subset(val_idx).with_augment(None)

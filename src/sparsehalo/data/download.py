@@ -1,8 +1,9 @@
-"""Download IDX datasets with checksum verification before anything is saved.
+"""Download datasets with checksum verification before anything is saved.
 
-Each file goes to a temporary name in the destination directory, its uncompressed sha256 is checked,
-and only then is it renamed into place (an atomic rename on one file system).  A failed or corrupt
-download therefore never leaves a partial file behind and never replaces a good one.
+Each file goes to a temporary name in the destination directory, its checksum is checked (the
+uncompressed sha256 of an IDX file; the sha256 and published md5 of a CIFAR archive), and only then
+is it renamed into place (an atomic rename on one file system).  A failed or corrupt download
+therefore never leaves a partial file behind and never replaces a good one.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from ..errors import DataError
+from .cifar import ARCHIVE_DATASETS, PickleArchiveSpec, hash_file
 from .idx import GZIP_MAGIC, read_idx_bytes
 from .mnist import IDX_DATASETS, IdxDatasetSpec, cache_root, corrupt_message, sha256_uncompressed
 
@@ -26,7 +29,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
 
 
-def mirror_for(spec: IdxDatasetSpec, base_url: str | None = None) -> str:
+def mirror_for(spec: IdxDatasetSpec | PickleArchiveSpec, base_url: str | None = None) -> str:
     """Base URL to fetch from: ``base_url``, else ``$<spec.mirror_env>``, else the default mirror."""
     url = base_url or os.environ.get(spec.mirror_env, "").strip() or spec.default_mirror
     return url.rstrip("/") + "/"
@@ -39,8 +42,23 @@ def _is_valid(path: Path, expected: str) -> bool:
         return False
 
 
-def _fetch(url: str, directory: Path, stem: str, expected: str, dataset: str, timeout: float) -> Path:
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".part")
+def fetch_verified(url: str, directory: Path, label: str, timeout: float, accept: Callable[[Path], Path]) -> Path:
+    """Download ``url`` to a temporary file in ``directory``, check it, then rename it into place.
+
+    Args:
+        url: what to fetch.
+        directory: destination directory (the temporary file is made there so the rename is atomic).
+        label: file name stem used in the temporary file's name.
+        timeout: seconds allowed for connecting and for each read.
+        accept: ``accept(tmp_path) -> final_path``; raises DataError when the download is bad.
+
+    Returns:
+        The final path.  On any failure nothing is left in ``directory``.
+
+    Raises:
+        DataError: network/HTTP error (naming the URL) or whatever ``accept`` raises.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{label}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -53,6 +71,16 @@ def _fetch(url: str, directory: Path, stem: str, expected: str, dataset: str, ti
                 raise DataError(f"download failed: {url}: {exc.reason}") from None
             except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, short reads
                 raise DataError(f"download failed: {url}: {exc or type(exc).__name__}") from None
+        final = accept(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a data cache should be readable like any download
+        os.replace(tmp, final)
+        return final
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fetch(url: str, directory: Path, stem: str, expected: str, dataset: str, timeout: float) -> Path:
+    def accept(tmp: Path) -> Path:
         try:
             data = read_idx_bytes(tmp)
         except DataError:
@@ -63,12 +91,9 @@ def _fetch(url: str, directory: Path, stem: str, expected: str, dataset: str, ti
         with open(tmp, "rb") as f:
             gzipped = f.read(2) == GZIP_MAGIC
         # Name by content so a mirror serving raw bytes still yields a correctly named file.
-        final = directory / (f"{stem}.gz" if gzipped else stem)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a data cache should be readable like any download
-        os.replace(tmp, final)
-        return final
-    finally:
-        tmp.unlink(missing_ok=True)
+        return directory / (f"{stem}.gz" if gzipped else stem)
+
+    return fetch_verified(url, directory, stem, timeout, accept)
 
 
 def download_spec(
@@ -105,6 +130,60 @@ def download_spec(
     return directory
 
 
+def _archive_mismatch(path: Path | str, spec: PickleArchiveSpec) -> str | None:
+    """Why the archive at ``path`` fails its pinned checksums, or None when it passes."""
+    algos = ("sha256", "md5") if spec.md5 else ("sha256",)
+    digests = hash_file(path, *algos)
+    for algo in algos:
+        expected = getattr(spec, algo)
+        if digests[algo] != expected:
+            return f"{algo} is {digests[algo][:12]}..., expected {expected[:12]}..."
+    return None
+
+
+def download_archive(
+    spec: PickleArchiveSpec,
+    dest_dir: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Path:
+    """Download ``spec``'s archive into ``<dest_dir or cache root>/<spec.name>``; see :func:`download_dataset`.
+
+    A file already there with the right checksums is kept; a corrupt one is replaced only once a
+    good download has been verified.
+    """
+    root = Path(dest_dir).expanduser() if dest_dir is not None else cache_root()
+    directory = root / spec.name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create download directory {directory}: {exc.strerror or exc}") from None
+    final = directory / spec.filename
+    if final.is_file():
+        try:
+            problem = _archive_mismatch(final, spec)
+        except DataError as exc:  # unreadable counts as "not valid", to be replaced
+            problem = str(exc)
+        if problem is None:
+            logger.info("%s: %s already present and valid", spec.name, final)
+            return directory
+        logger.info("%s: replacing %s (%s)", spec.name, final, problem)
+    url = f"{mirror_for(spec, base_url)}{spec.filename}"
+
+    def accept(tmp: Path) -> Path:
+        problem = _archive_mismatch(tmp, spec)
+        if problem is not None:
+            raise DataError(
+                f"{url} is corrupt: {problem}; nothing was saved (retry, or set {spec.mirror_env} to another mirror)"
+            )
+        return final
+
+    logger.info("%s: downloading %s", spec.name, url)
+    fetch_verified(url, directory, spec.filename, timeout, accept)
+    return directory
+
+
 def download_dataset(
     name: str,
     dest_dir: str | os.PathLike | None = None,
@@ -112,26 +191,33 @@ def download_dataset(
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Path:
-    """Download an IDX dataset, verifying each file before it is saved.
+    """Download a dataset, verifying each file before it is saved.
 
     Files already present with the right checksum are not fetched again.
 
     Args:
-        name: ``"mnist"`` or ``"fashion-mnist"``.
+        name: ``"mnist"``, ``"fashion-mnist"`` (four IDX files each), ``"cifar10"`` or ``"cifar100"``
+            (one official python archive each).
         dest_dir: data root; files go to ``dest_dir/<name>`` (the layout ``load_dataset(data_dir=...)``
             searches).  None means the cache, ``$XDG_CACHE_HOME/sparsehalo/<name>`` or
             ``~/.cache/sparsehalo/<name>``.
-        base_url: mirror serving ``<file>.gz``; defaults to ``$SPARSEHALO_MNIST_MIRROR`` (MNIST) or
-            ``$SPARSEHALO_FASHION_MNIST_MIRROR`` (Fashion-MNIST), then the public mirror.
+        base_url: mirror serving the files (``<file>.gz`` for IDX, the archive for CIFAR); defaults to
+            ``$SPARSEHALO_MNIST_MIRROR`` (MNIST), ``$SPARSEHALO_FASHION_MNIST_MIRROR`` (Fashion-MNIST)
+            or ``$SPARSEHALO_CIFAR_MIRROR`` (CIFAR), then the public mirror.
         timeout: seconds allowed for connecting and for each read.
 
     Returns:
-        The directory holding the four files.
+        The directory holding the files.
 
     Raises:
         DataError: unknown dataset, network or HTTP error (naming the URL), or a checksum mismatch.
     """
-    spec = IDX_DATASETS.get(name.strip().lower().replace("_", "-"))
-    if spec is None:
-        raise DataError(f"cannot download '{name}': downloadable datasets are {', '.join(sorted(IDX_DATASETS))}")
-    return download_spec(spec, dest_dir, base_url, timeout=timeout)
+    key = name.strip().lower().replace("_", "-")
+    spec = IDX_DATASETS.get(key)
+    if spec is not None:
+        return download_spec(spec, dest_dir, base_url, timeout=timeout)
+    archive = ARCHIVE_DATASETS.get(key)
+    if archive is not None:
+        return download_archive(archive, dest_dir, base_url, timeout=timeout)
+    names = ", ".join(sorted({*IDX_DATASETS, *ARCHIVE_DATASETS}))
+    raise DataError(f"cannot download '{name}': downloadable datasets are {names}")

@@ -111,16 +111,33 @@ def search_dirs(spec: IdxDatasetSpec, data_dir: str | os.PathLike | None = None)
     An explicit ``data_dir`` is the only place searched (itself, then ``data_dir/<name>``), so asking
     for a directory never silently loads a different copy.
     """
+    return search_dirs_for(spec.name, data_dir, spec.vendored_dir)
+
+
+def search_dirs_for(
+    name: str, data_dir: str | os.PathLike | None = None, vendored_dir: Path | None = None
+) -> list[Path]:
+    """Directories searched for the files of dataset ``name``, in priority order.
+
+    Args:
+        name: dataset name, also the sub-directory looked for under each root.
+        data_dir: explicit directory; when given it is the only root searched.
+        vendored_dir: a copy shipped with the package, searched last (only without ``data_dir``).
+
+    Returns:
+        ``[data_dir, data_dir/name]`` when ``data_dir`` is given, else ``[$SPARSEHALO_DATA_DIR,
+        $SPARSEHALO_DATA_DIR/name]`` (when set), the cache ``<cache_root>/name``, then ``vendored_dir``.
+    """
     if data_dir is not None:
         root = Path(data_dir).expanduser()
-        return [root, root / spec.name]
+        return [root, root / name]
     dirs: list[Path] = []
     env = data_root()
     if env is not None:
-        dirs += [env, env / spec.name]
-    dirs.append(cache_root() / spec.name)
-    if spec.vendored_dir is not None:
-        dirs.append(spec.vendored_dir)
+        dirs += [env, env / name]
+    dirs.append(cache_root() / name)
+    if vendored_dir is not None:
+        dirs.append(vendored_dir)
     return dirs
 
 
