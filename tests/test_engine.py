@@ -178,7 +178,7 @@ def test_every_shipped_config_parses_and_builds():
     from sparsehalo import methods, models, penalties
 
     files = sorted((ROOT / "configs").glob("*.toml"))
-    assert len(files) >= 30
+    assert len(files) >= 40
     for f in files:
         cfg = config_mod.load(f)
         assert cfg.name == f.stem
