@@ -10,6 +10,9 @@ SHARED = ROOT.parent / "shared"
 
 # Two cores here: keep each test process to one thread so parallel work never oversubscribes.
 torch.set_num_threads(1)
+# The fused penalty kernels run eagerly in tests (same code, no compile time); test_fused.py
+# switches compilation on where it checks the compiled path.
+os.environ.setdefault("SPARSEHALO_COMPILE", "0")
 
 
 @pytest.fixture

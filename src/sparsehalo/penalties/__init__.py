@@ -14,6 +14,7 @@ from torch import nn
 from ..errors import ConfigError
 from .base import NoPenalty, Penalty
 from .group import GroupHALO, GroupLasso
+from . import fused
 from .halo import HALO, HYPER, L1, SWS
 from .nonconvex import MCP, SCAD
 

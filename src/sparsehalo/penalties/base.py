@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..selection import DEFAULT_TYPES, check_partition, select_parameters
+from .fused import fused as fused_apply
 
 
 def scale_key(name: str) -> str:
@@ -44,6 +45,9 @@ class Penalty(nn.Module):
     """
 
     name: str = "penalty"
+    #: use the fused kernel (see :mod:`sparsehalo.penalties.fused`) when the class has one;
+    #: set ``penalty.fused = False`` to run the plain autograd :meth:`reference` instead.
+    fused: bool = True
 
     def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 0.0, scale_weight_decay: float = 0.0):
         super().__init__()
@@ -83,6 +87,23 @@ class Penalty(nn.Module):
         """
         params = select_parameters(model, types=types, biases=biases, include=include, exclude=exclude)
         return cls(params, **kwargs)
+
+    # -- value -------------------------------------------------------------------------------
+    def forward(self) -> torch.Tensor:
+        """The penalty value (a 0-dim tensor), differentiable in the weights and scales."""
+        call = self.kernel_call() if self.fused else None
+        if call is None:
+            return self.reference()
+        kernel, tensors, consts = call
+        return fused_apply(kernel, tensors, consts)
+
+    def reference(self) -> torch.Tensor:
+        """The plain autograd formulation (the definition the fast path is tested against)."""
+        raise NotImplementedError
+
+    def kernel_call(self):
+        """``(kernel, tensors, consts)`` for the fused fast path, or None where there is none."""
+        return None
 
     # -- what is penalized -------------------------------------------------------------------
     def penalized(self) -> dict[str, torch.Tensor]:
@@ -142,6 +163,8 @@ class NoPenalty(Penalty):
 
     def forward(self) -> torch.Tensor:
         return self._zero
+
+    reference = forward
 
     def extra_repr(self) -> str:
         return ""

@@ -158,7 +158,7 @@ class GroupLasso(_GroupPenalty):
             raise ConfigError(f"GroupLasso: eps must be >= 0, got {eps}")
         self.eps = float(eps)
 
-    def forward(self) -> torch.Tensor:
+    def reference(self) -> torch.Tensor:
         total = None
         for s in self._sets:
             term = math.sqrt(s.group_size) * _norm(s.squared_norms(), self.eps).sum()
@@ -238,7 +238,7 @@ class GroupHALO(_GroupPenalty):
         """The scales, one ``[num_groups]`` tensor per group set, in selection order."""
         return tuple(self.scales[s.key] for s in self._sets)
 
-    def forward(self) -> torch.Tensor:
+    def reference(self) -> torch.Tensor:
         eps2 = self.eps**2
         weight_term = None
         s_total = None

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import Penalty, scale_key
+from .fused import halo_kernel, l1_kernel, sws_kernel
 
 # R(S) as a function of S = sum_j |lambda_j| and the budget p: a registry, not an if/elif chain.
 HYPER: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
@@ -98,7 +99,12 @@ class HALO(Penalty):
         """The scales in the order of :attr:`names`."""
         return tuple(self.scales[scale_key(n)] for n in self.names)
 
-    def forward(self) -> torch.Tensor:
+    def kernel_call(self):
+        scales = self.scale_tensors()
+        consts = (len(scales), self.xi, self.psi, self.eps**2, self.hyper, self.budget or 0.0)
+        return halo_kernel, [*self._targets, *scales], consts
+
+    def reference(self) -> torch.Tensor:
         scales = self.scale_tensors()
         weight_term = _weighted_l1(self._targets, scales, self.eps**2)
         s = sum(lam.abs().sum() for lam in scales)
@@ -138,7 +144,10 @@ class L1(Penalty):
             raise ConfigError("L1: lambda_init must be non-zero")
         self.lambda_init = float(lambda_init)
 
-    def forward(self) -> torch.Tensor:
+    def kernel_call(self):
+        return l1_kernel, list(self._targets), (self.xi / self.lambda_init**2,)
+
+    def reference(self) -> torch.Tensor:
         coef = self.xi / self.lambda_init**2
         return coef * sum(w.abs().sum() for w in self._targets)
 
@@ -173,7 +182,10 @@ class SWS(Penalty):
         device = self._targets[0].device
         self.scale = nn.Parameter(torch.tensor(float(lambda_init), device=device, dtype=self._targets[0].dtype))
 
-    def forward(self) -> torch.Tensor:
+    def kernel_call(self):
+        return sws_kernel, [*self._targets, self.scale], (self.xi, self.psi, self.eps**2)
+
+    def reference(self) -> torch.Tensor:
         l1 = sum(w.abs().sum() for w in self._targets)
         lam2 = self.scale.square()
         return self.xi * l1 / (lam2 + self.eps**2) + self.psi * lam2

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import Penalty
+from .fused import mcp_kernel, scad_kernel
 
 
 def _sum_elementwise(targets, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -58,7 +59,10 @@ class MCP(Penalty):
             raise ConfigError(f"MCP: psi (gamma) must be > 0, got {psi}")
         self.psi = float(psi)
 
-    def forward(self) -> torch.Tensor:
+    def kernel_call(self):
+        return mcp_kernel, list(self._targets), (self.xi, self.psi)
+
+    def reference(self) -> torch.Tensor:
         lam, gamma = self.xi, self.psi
         flat = gamma * lam * lam / 2
 
@@ -99,7 +103,11 @@ class SCAD(Penalty):
             raise ConfigError(f"SCAD: a must be > 2, got {a}")
         self.a = float(a)
 
-    def forward(self) -> torch.Tensor:
+    def kernel_call(self):
+        lam, a = self.xi, self.a
+        return scad_kernel, list(self._targets), (lam, a * lam, lam * lam * (a + 1) / 2, a - 1)
+
+    def reference(self) -> torch.Tensor:
         lam, a = self.xi, self.a
         flat = lam * lam * (a + 1) / 2
 
