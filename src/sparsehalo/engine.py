@@ -237,14 +237,17 @@ def _train_epoch(exp: Experiment, epoch: int, bar: Progress) -> dict[str, float]
     batches = exp.data.train.batches(cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch)
     autocast, scaler = exp.precision()
     channels_last = cfg.run.channels_last
+    has_penalty = not isinstance(penalty, penalties.NoPenalty)  # skip a no-op add per step
     for i, (x, y) in enumerate(batches):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
             out = model(x)
             ce = F.cross_entropy(out, y)
-        pen = penalty()  # in float32: its terms are tiny next to the loss
-        loss = ce.float() + pen
+        loss = ce
+        if has_penalty:
+            pen = penalty()  # in float32: its terms are tiny next to the loss
+            loss = ce.float() + pen
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -256,8 +259,8 @@ def _train_epoch(exp: Experiment, epoch: int, bar: Progress) -> dict[str, float]
         sched.step()
         if step_hook is not None:
             step_hook(exp, first_step + i + 1)
-        ce_sum += ce.detach() * y.shape[0]
-        correct += (out.detach().argmax(1) == y).sum()
+        ce_sum.add_(ce.detach(), alpha=y.shape[0])
+        correct.add_((out.detach().argmax(1) == y).sum())
         seen += y.shape[0]
         if bar.due(i):  # the only host syncs inside the epoch, and only on a terminal
             bar.update(i, loss=(ce_sum / seen).item(), penalty=pen.item())
