@@ -186,22 +186,29 @@ def point(exp: Experiment, sparsity_requested: float) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def restored(params: dict[str, torch.Tensor]):
+    """Give back the values of ``params`` on exit (pruning experiments on the live model)."""
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    try:
+        yield lambda: [p.data.copy_(saved[n]) for n, p in params.items()]
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n])
+
+
 @torch.no_grad()
 def pruned_points(exp: Experiment, levels) -> list[dict]:
     """One :func:`point` per level after one-shot magnitude pruning (the model is restored afterwards)."""
     params = exp.prunable()
-    saved = {n: p.detach().clone() for n, p in params.items()}
     out = []
-    try:
+    with restored(params) as restore:
         for level in levels:
             if level > 0:
                 prune(exp.model, level, scope=exp.config.prune.scope, params=params)
             out.append(point(exp, level))
-            for n, p in params.items():
-                p.copy_(saved[n])
-    finally:
-        for n, p in params.items():
-            p.copy_(saved[n])
+            restore()
     return out
 
 
@@ -209,18 +216,13 @@ def pruned_points(exp: Experiment, levels) -> list[dict]:
 def pruned_accuracies(exp: Experiment, levels) -> dict[str, dict[float, float]]:
     """``{split: {level: accuracy}}`` after one-shot magnitude pruning (the model is restored afterwards)."""
     params = exp.prunable()
-    saved = {n: p.detach().clone() for n, p in params.items()}
     out: dict[str, dict[float, float]] = {split: {} for split in _splits(exp)}
-    try:
+    with restored(params) as restore:
         for level in levels:
             prune(exp.model, level, scope=exp.config.prune.scope, params=params)
             for split in out:
                 out[split][level] = evaluate(exp.model, test_batches(exp, split))["accuracy"]
-            for n, p in params.items():
-                p.copy_(saved[n])
-    finally:
-        for n, p in params.items():
-            p.copy_(saved[n])
+            restore()
     return out
 
 

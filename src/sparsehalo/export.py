@@ -21,9 +21,10 @@ Every tensor of the model's state dict is stored.  A Conv2d/Linear weight that i
     ``NAME::col`` (column indices), each in the narrowest of U8/U16/I32/I64 that holds it,
     + ``NAME::values``.
 ``delta``
-    ``NAME::gaps``: for each stored entry the number of zeros skipped since the previous one (U8 or
-    U16) + ``NAME::values``.  A skip too long for the gap type is bridged by filler entries whose
-    value is 0, as in Deep Compression's relative indexing.
+    relative indices: ``NAME::gaps`` (U8 or U16) + ``NAME::values``, row-major.  A gap ``g`` below
+    the escape code ``E`` (255 or 65535) means "skip ``g`` zeros, then the next value"; ``E`` means
+    "skip ``E`` zeros" and takes no value, so a long run of zeros costs one index byte per 255
+    zeros and no value bytes (unlike Deep Compression's zero-valued filler entries).
 
 The metadata holds ``format`` (:data:`FORMAT`), ``encodings`` (a JSON object: for every state-dict
 key its encoding, original dtype, shape and number of non-zeros) and, when the caller provides them,
@@ -56,8 +57,10 @@ from .pruning import prunable_parameters
 FORMAT = "sparsehalo-sparse-1"
 SPARSE_NAME = "model.sparse.safetensors"
 DENSE_NAME = "model.pt"
-#: A prunable weight with at least this fraction of zeros is considered for a compact encoding.
-COMPACT_MIN_ZEROS = 0.5
+#: A prunable weight with at least this fraction of zeros is considered for a compact encoding (and
+#: stored so only if that is smaller).  Not 50%: after global pruning a small last layer can keep half
+#: its weights, and a bitmask still saves ~40% of it at 45% zeros; unpruned weights have no zeros.
+COMPACT_MIN_ZEROS = 0.1
 #: Refuse headers above this size: a real one is a few kilobytes, and JSON parsing is not free.
 MAX_HEADER_BYTES = 16 << 20
 #: :func:`read_sparse_state` refuses to decode more elements than this without a model to check
@@ -118,25 +121,15 @@ def _index_array(values: np.ndarray, limit: int) -> tuple[str, bytes]:
     return code, values.astype(_DTYPES[code][1]).tobytes()
 
 
-def _delta_gaps(positions: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Relative indices for sorted flat ``positions``: (gaps, index into the real values or -1).
-
-    Each stored entry skips ``gap`` zeros and then occupies one position.  A skip longer than
-    ``2**bits - 1`` is split: ``skip // 2**bits`` fillers (gap ``2**bits - 1``, value 0) each advance
-    ``2**bits`` positions, and the real entry keeps the remainder.
-    """
-    span = 1 << bits
+def _delta_gaps(positions: np.ndarray, bits: int) -> np.ndarray:
+    """Relative indices with escapes for sorted flat ``positions`` (see the module docs)."""
+    escape = (1 << bits) - 1
     skips = np.diff(positions, prepend=-1) - 1
-    fillers = skips // span
-    rest = skips - fillers * span
-    counts = fillers + 1
-    total = int(counts.sum())
-    gaps = np.full(total, span - 1, dtype=np.int64)
-    source = np.full(total, -1, dtype=np.int64)
-    last = np.cumsum(counts) - 1  # where each real entry lands, after its fillers
-    gaps[last] = rest
-    source[last] = np.arange(len(positions))
-    return gaps, source
+    escapes = skips // escape
+    counts = escapes + 1
+    gaps = np.full(int(counts.sum()), escape, dtype=np.int64)
+    gaps[np.cumsum(counts) - 1] = skips - escapes * escape  # each real entry follows its escapes
+    return gaps
 
 
 def _encode_compact(
@@ -153,30 +146,30 @@ def _encode_compact(
         raise SparsehaloError(f"weights overflow {values_dtype} (largest |w| is {flat.abs().max().item():.3g}); export with fp32 values")
     vcode, vbytes = _tensor_bytes(values)
 
-    candidates: list[tuple[str, dict[str, tuple[str, bytes]]]] = []
-    n = flat.numel()
-    candidates.append(("bitmask", {"bitmask": ("U8", np.packbits(keep, bitorder="little").tobytes()), "values": (vcode, vbytes)}))
+    Parts = dict[str, tuple[str, bytes]]
+    candidates: list[tuple[str, Parts]] = []
+    if "bitmask" in allowed:
+        bitmask = np.packbits(keep, bitorder="little").tobytes()
+        candidates.append(("bitmask", {"bitmask": ("U8", bitmask), "values": (vcode, vbytes)}))
+    if "csr" in allowed:
+        rows = t.shape[0]
+        cols = flat.numel() // rows if rows else 0
+        row_of = positions // cols if cols else positions
+        crow = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row_of, minlength=rows), out=crow[1:])
+        col = positions - row_of * cols
+        candidates.append(("csr", {"crow": _index_array(crow, nnz), "col": _index_array(col, max(cols - 1, 0)), "values": (vcode, vbytes)}))
+    if "delta" in allowed:
+        for bits, code in ((8, "U8"), (16, "U16")):
+            gaps = _delta_gaps(positions, bits).astype(_DTYPES[code][1])
+            candidates.append(("delta", {"gaps": (code, gaps.tobytes()), "values": (vcode, vbytes)}))
 
-    rows = t.shape[0]
-    cols = n // rows if rows else 0
-    row_of = positions // cols if cols else positions
-    crow = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row_of, minlength=rows), out=crow[1:])
-    candidates.append(
-        ("csr", {"crow": _index_array(crow, nnz), "col": _index_array(positions - row_of * cols, max(cols - 1, 0)), "values": (vcode, vbytes)})
-    )
+    def size(parts: Parts) -> int:
+        return sum(len(raw) for _, raw in parts.values())
 
-    for bits, code in ((8, "U8"), (16, "U16")):
-        gaps, source = _delta_gaps(positions, bits)
-        padded = values.new_zeros(len(gaps))
-        real = torch.from_numpy(source >= 0)
-        padded[real] = values
-        candidates.append(("delta", {"gaps": (code, gaps.astype(_DTYPES[code][1]).tobytes()), "values": _tensor_bytes(padded)}))
-
-    candidates = [c for c in candidates if c[0] in allowed]
     # Ties go to the earlier candidate (the simpler decode); dense is the reference to beat.
-    best = min(candidates, key=lambda c: sum(len(b) for _, b in c[1].values()))
-    if "dense" in allowed and sum(len(b) for _, b in best[1].values()) >= t.numel() * t.element_size():
+    best = min(candidates, key=lambda c: size(c[1]), default=None)
+    if best is None or ("dense" in allowed and size(best[1]) >= t.numel() * t.element_size()):
         return "dense", {"": _tensor_bytes(t)}, nnz
     return best[0], best[1], nnz
 
@@ -197,7 +190,7 @@ def encode_state(
 
     Args:
         state: ``{name: tensor}`` to store.
-        compact: names that may be stored compactly if at least half zeros.
+        compact: names that may be stored compactly if at least ``COMPACT_MIN_ZEROS`` zeros.
         values_dtype: dtype of the non-zero values of compactly stored tensors.
         metadata: extra ``{str: str}`` entries for the header (``format`` and ``encodings`` are ours).
         allowed: encodings a compact candidate may take (the smallest wins); restricting it is for
@@ -219,7 +212,6 @@ def encode_state(
         if key in RESERVED_METADATA:
             raise SparsehaloError(f"metadata key {key!r} is reserved")
         meta[key] = value
-    names = set(state)
     header: dict[str, Any] = {}
     chunks: list[bytes] = []
     offset = 0
@@ -242,9 +234,8 @@ def encode_state(
             parts = {"": _tensor_bytes(t)}
         size = 0
         for suffix, (code, raw) in parts.items():
+            # No clash with another state entry is possible: their names cannot contain SEP.
             key = f"{name}{SEP}{suffix}" if suffix else name
-            if suffix and key in names:
-                raise SparsehaloError(f"state entry name {key!r} clashes with an encoded part of {name!r}")
             count = len(raw) // _itemsize(code)
             shape = list(t.shape) if not suffix else [count]
             header[key] = {"dtype": code, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
@@ -320,7 +311,7 @@ def _parse_header(path: Path, data: bytes) -> tuple[dict[str, dict], dict[str, s
     for name, entry in header.items():
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise _fail(path, f"tensor {name!r} needs exactly dtype, shape and data_offsets")
-        if entry["dtype"] not in _DTYPES:
+        if not isinstance(entry["dtype"], str) or entry["dtype"] not in _DTYPES:
             raise _fail(path, f"tensor {name!r} has dtype {str(entry['dtype'])[:20]!r}, not one of {', '.join(_DTYPES)}")
         shape = _shape_of(path, f"tensor {name!r}", entry["shape"])
         offsets = entry["data_offsets"]
@@ -389,7 +380,7 @@ def _decode(path, header: dict, meta: dict, body: memoryview, expected: Mapping[
             raise _fail(path, f"tensor {name!r} has no known encoding")
         kind = enc["encoding"]
         code = enc.get("dtype")
-        if code not in _DTYPES or code == "U16":
+        if not isinstance(code, str) or code not in _DTYPES or code == "U16":
             raise _fail(path, f"tensor {name!r} has dtype {str(code)[:20]!r}")
         shape = _shape_of(path, f"tensor {name!r}", enc.get("shape"))
         if expected is not None and tuple(expected[name]) != shape:
@@ -431,6 +422,8 @@ def _decode(path, header: dict, meta: dict, body: memoryview, expected: Mapping[
         dtype = _DTYPES[code][0]
         numel = math.prod(shape)
         values = _to_tensor(_array(body, parts["values"]), parts["values"]["dtype"], (-1,)).to(dtype)
+        if encodings[name].get("nnz", len(values)) != len(values):
+            raise _fail(path, f"tensor {name!r} records {encodings[name]['nnz']} non-zeros but stores {len(values)} values")
         positions = _positions(path, name, kind, shape, numel, parts, body, len(values))
         flat = torch.zeros(numel, dtype=dtype)
         flat[torch.from_numpy(positions)] = values
@@ -471,10 +464,15 @@ def _positions(path, name: str, kind: str, shape, numel: int, parts: dict, body:
     gaps_e = parts["gaps"]
     if gaps_e["dtype"] not in ("U8", "U16"):
         raise _fail(path, f"tensor {name!r}: gaps must be U8 or U16")
+    escape = 0xFF if gaps_e["dtype"] == "U8" else 0xFFFF
     gaps = _array(body, gaps_e).astype(np.int64)
-    if len(gaps) != nvalues:
-        raise _fail(path, f"tensor {name!r}: {len(gaps)} gaps for {nvalues} values")
-    positions = np.cumsum(gaps + 1) - 1
+    real = gaps != escape
+    if int(real.sum()) != nvalues:
+        raise _fail(path, f"tensor {name!r}: {int(real.sum())} gaps for {nvalues} values")
+    if len(gaps) and not real[-1]:
+        raise _fail(path, f"tensor {name!r}: gaps end with an escape")
+    # A real entry advances past its skipped zeros and itself; an escape only past the zeros.
+    positions = (np.cumsum(np.where(real, gaps + 1, escape)) - 1)[real]
     if nvalues and positions[-1] >= numel:
         raise _fail(path, f"tensor {name!r}: gaps run past the end of the tensor")
     return positions
@@ -520,8 +518,8 @@ def export_sparse(model: nn.Module, path: str | Path, *, values_dtype: torch.dty
     """Write ``model``'s state dict in the compact sparse format (atomically).
 
     Args:
-        model: the network; its Conv2d/Linear weights that are at least half zeros are stored
-            compactly (bitmask, CSR or delta indices, whichever is smallest), the rest dense.
+        model: the network; its Conv2d/Linear weights with at least ``COMPACT_MIN_ZEROS`` (10%)
+            zeros are stored in the smallest of bitmask, CSR, delta indices and dense; the rest dense.
         path: the output file (conventionally ``*.sparse.safetensors``).
         values_dtype: dtype of the stored non-zero values (``torch.float16`` halves them; decoding
             casts back to the original dtype).

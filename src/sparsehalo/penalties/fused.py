@@ -90,25 +90,31 @@ def fused(kernel: Kernel, tensors: Sequence[torch.Tensor], consts: tuple = ()) -
 
 def halo_kernel(tensors: list[torch.Tensor], n: int, xi: float, psi: float, eps2: float, hyper: str, budget: float):
     ws, lams = tensors[:n], tensors[n:]
-    s = None
-    for lam in lams:
-        t = lam.abs().sum()
-        s = t if s is None else s + t
-    if hyper == "l1":
-        r, dr = s, 1.0
-    elif hyper == "budget":
-        r, dr = (s - budget).abs(), torch.sign(s - budget)
-    else:  # budget_sq
-        r, dr = (s - budget) ** 2, 2.0 * (s - budget)
-    value = None
+    dr = 1.0
+    if hyper != "l1":  # the budget forms need S = sum |lambda| before any gradient: one more pass
+        s = None
+        for lam in lams:
+            t = lam.abs().sum()
+            s = t if s is None else s + t
+        dr = torch.sign(s - budget) if hyper == "budget" else 2.0 * (s - budget)
+    value = s_l1 = None
     gws, gls = [], []
     for w, lam in zip(ws, lams):
         inv = 1.0 / (lam * lam + eps2)
         a = w.abs()
         v = (a * inv).sum()
         value = v if value is None else value + v
+        if hyper == "l1":
+            t = lam.abs().sum()
+            s_l1 = t if s_l1 is None else s_l1 + t
         gws.append(xi * torch.sign(w) * inv)
         gls.append((-2.0 * xi) * a * lam * inv * inv + (psi * dr) * torch.sign(lam))
+    if hyper == "l1":
+        r = s_l1
+    elif hyper == "budget":
+        r = (s - budget).abs()
+    else:
+        r = (s - budget) ** 2
     return xi * value + psi * r, gws + gls
 
 

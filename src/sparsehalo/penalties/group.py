@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import Penalty, scale_key
-from .halo import HYPER
+from .halo import HYPER, set_hyper
 
 # A group whose L2 norm is at most this counts as zero in ``stats()["groups_zero"]``.  It is an
 # absolute threshold, the same for every group size: a logging aid, not a pruning rule.
@@ -216,17 +216,7 @@ class GroupHALO(_GroupPenalty):
         scale_weight_decay: float = 0.0,
     ):
         super().__init__(params, xi=xi, scale_weight_decay=scale_weight_decay)
-        if hyper not in HYPER:
-            raise ConfigError(f"GroupHALO: unknown hyper={hyper!r}; choose one of {', '.join(HYPER)}")
-        if hyper != "l1" and budget is None:
-            raise ConfigError(f"GroupHALO: hyper={hyper!r} needs a budget (the target sum of |lambda|)")
-        if psi < 0 or eps < 0:
-            raise ConfigError("GroupHALO: psi and eps must be >= 0")
-        self.psi = float(psi)
-        self.lambda_init = float(lambda_init)
-        self.hyper = hyper
-        self.budget = None if budget is None else float(budget)
-        self.eps = float(eps)
+        set_hyper(self, psi=psi, lambda_init=lambda_init, hyper=hyper, budget=budget, eps=eps)
         self.scales = nn.ParameterDict(
             {
                 s.key: nn.Parameter(s.weight.new_full((s.num_groups,), self.lambda_init))

@@ -39,6 +39,22 @@ HYPER: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
 }
 
 
+def set_hyper(penalty: Penalty, *, psi: float, lambda_init: float, hyper: str, budget: float | None, eps: float) -> None:
+    """Check and store the hyper-penalty settings shared by HALO and group HALO."""
+    who = type(penalty).__name__
+    if hyper not in HYPER:
+        raise ConfigError(f"{who}: unknown hyper={hyper!r}; choose one of {', '.join(HYPER)}")
+    if hyper != "l1" and budget is None:
+        raise ConfigError(f"{who}: hyper={hyper!r} needs a budget (the target sum of |lambda|)")
+    if psi < 0 or eps < 0:
+        raise ConfigError(f"{who}: psi and eps must be >= 0")
+    penalty.psi = float(psi)
+    penalty.lambda_init = float(lambda_init)
+    penalty.hyper = hyper
+    penalty.budget = None if budget is None else float(budget)
+    penalty.eps = float(eps)
+
+
 def _weighted_l1(targets, scales, eps2: float) -> torch.Tensor:
     """sum over tensors of sum |w| / (lambda**2 + eps**2)."""
     total = None
@@ -77,17 +93,7 @@ class HALO(Penalty):
         scale_weight_decay: float = 0.0,
     ):
         super().__init__(params, xi=xi, scale_weight_decay=scale_weight_decay)
-        if hyper not in HYPER:
-            raise ConfigError(f"HALO: unknown hyper={hyper!r}; choose one of {', '.join(HYPER)}")
-        if hyper != "l1" and budget is None:
-            raise ConfigError(f"HALO: hyper={hyper!r} needs a budget (the target sum of |lambda|)")
-        if psi < 0 or eps < 0:
-            raise ConfigError("HALO: psi and eps must be >= 0")
-        self.psi = float(psi)
-        self.lambda_init = float(lambda_init)
-        self.hyper = hyper
-        self.budget = None if budget is None else float(budget)
-        self.eps = float(eps)
+        set_hyper(self, psi=psi, lambda_init=lambda_init, hyper=hyper, budget=budget, eps=eps)
         self.scales = nn.ParameterDict(
             {
                 scale_key(n): nn.Parameter(torch.full_like(p, lambda_init, memory_format=torch.contiguous_format))
