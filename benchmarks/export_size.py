@@ -146,7 +146,7 @@ def main(argv=None) -> int:
             flips = int((out16.argmax(1) != ref.argmax(1)).sum())
             delta = acc16 - acc
             ok16 = abs(delta) < FP16_MAX_DELTA
-            all_ok &= identical and r16["ratio"] <= 0.03 if level >= 0.98 else identical
+            all_ok &= (identical and r16["ratio"] <= 0.03) if level >= 0.98 else identical
             nnz = sum(t["nonzero"] for n, t in r32["tensors"].items() if n.endswith("weight"))
             enc = ",".join(f"{n.split('.')[0]}:{t['encoding']}" for n, t in r32["tensors"].items() if n.endswith("weight"))
             enc16 = ",".join(f"{n.split('.')[0]}:{t['encoding']}" for n, t in r16["tensors"].items() if n.endswith("weight"))

@@ -126,7 +126,7 @@ def survey(model, quick: bool) -> None:
     row = torch.repeat_interleave(torch.arange(out_f), csr.crow_indices().diff())
     lengths = csr.crow_indices().diff()
     layer = SparseLinear(w, b)
-    print(f"\n# kernel survey: fc1 {out_f}x{in_f}, {int((w != 0).sum()):,} non-zeros ({1 - (w != 0).float().mean().item():.1%} sparse); microseconds per call, median")
+    print(f"\n# kernel survey: fc1 {out_f}x{in_f}, {int((w != 0).sum()):,} non-zeros ({1 - (w != 0).float().mean().item():.1%} sparse); microseconds per call, median, blocks as above")
     for batch in BATCHES:
         x = torch.randn(batch, in_f)
         xt = x.t().contiguous()
@@ -141,10 +141,11 @@ def survey(model, quick: bool) -> None:
 
         kernels = {
             "dense F.linear": lambda: F.linear(x, w, b),
-            "csr W@x^T (x^T given)": lambda: torch.sparse.mm(csr, xt).add_(b[:, None]),
-            "csr W@x^T (incl. transpose of x)": lambda: torch.sparse.mm(csr, x.t().contiguous()).add_(b[:, None]),
+            "csr mm(W, x^T) + add_(b)": lambda: torch.sparse.mm(csr, xt).add_(b[:, None]),
             "csr addmm(b, W, x^T)": lambda: torch.addmm(b[:, None], csr, xt),
-            "coo W@x^T": lambda: torch.sparse.mm(coo, xt).add_(b[:, None]),
+            "csr addmm(b, W, x.t()) (transposes x)": lambda: torch.addmm(b[:, None], csr, x.t()),
+            "x.t().contiguous() alone": lambda: x.t().contiguous(),
+            "coo mm(W, x^T) + add_(b)": lambda: torch.sparse.mm(coo, xt).add_(b[:, None]),
             "dense@sparse x@W^T (csr)": lambda: torch.mm(x, csr_t).add_(b),
             "gather: index_select+index_add": gather_index_add,
             "gather: index_select+segment_reduce": gather_segment,
@@ -166,7 +167,7 @@ def survey(model, quick: bool) -> None:
         except Exception as exc:  # no compiler on the machine, or an inductor limitation
             print(f"#   torch.compile gather: unavailable ({type(exc).__name__})")
         with torch.inference_mode():
-            t = interleaved_medians(kernels, repeats=(100 if quick else 500) if batch == 1 else (20 if quick else 100), warmup=5)
+            t = interleaved_medians(kernels, repeats=(100 if quick else 500) if batch == 1 else (20 if quick else 100), warmup=5, block=20 if batch == 1 else 5)
         print(f"#  batch {batch}:")
         for name, s in t.items():
             print(f"#    {name:<44} {1e6 * s:>9.1f}")
@@ -186,7 +187,7 @@ def survey(model, quick: bool) -> None:
                 return torch.sparse.mm(ccsr, cols).view(c_out, batch, ho, ho).transpose(0, 1)
 
             with torch.inference_mode():
-                t = interleaved_medians({"conv": lambda: F.conv2d(x, cw), "sparse": sparse_conv}, repeats=20 if quick else 60, warmup=3)
+                t = interleaved_medians({"conv": lambda: F.conv2d(x, cw), "sparse": sparse_conv}, repeats=20 if quick else 60, warmup=3, block=5)
             print(f"#   conv {c_out}x{c_in}x{k}x{k} on {hw}x{hw}, batch {batch:>3}: F.conv2d {1e6 * t['conv']:>8.0f}  unfold+csr {1e6 * t['sparse']:>8.0f}  ({t['conv'] / t['sparse']:.2f}x)")
 
 

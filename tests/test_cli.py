@@ -68,6 +68,26 @@ def test_prune_layer_scope_and_table(trained_run):
     assert "fc1.weight" in proc.stdout and "no fine-tuning" in proc.stdout
 
 
+def test_export_sparse_and_dense_round_trip(trained_run, tmp_path):
+    assert run_cli("prune", trained_run, "--sparsity", "0.98").returncode == 0
+    proc = run_cli("export", trained_run, "--format", "sparse", "--sparsity", "0.98", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["file_bytes"] <= 0.03 * rep["dense_fp32_bytes"] + 4096  # 3% target, plus the stored config
+    import sparsehalo
+
+    model = sparsehalo.load_sparse(rep["path"])
+    pruned = torch.load(os.path.join(trained_run, "pruned", "sparsity-0.98.pt"), weights_only=True)["model"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, pruned[k]), k
+    dense = run_cli("export", trained_run, "--format", "dense", "--out", tmp_path / "m.pt")
+    assert dense.returncode == 0, dense.stderr
+    sd = torch.load(tmp_path / "m.pt", weights_only=True)
+    fresh = sparsehalo.models.build("lenet300")
+    fresh.load_state_dict(sd)  # the unmodified model class
+    assert "fp16" in _one_line_error(run_cli("export", trained_run, "--format", "dense", "--fp16"))
+
+
 def test_sweep_writes_csv_and_plot(trained_run):
     proc = run_cli("sweep", trained_run, "--sparsities", "0.5,0.9")
     assert proc.returncode == 0, proc.stderr
@@ -126,7 +146,7 @@ def test_divergence_exit_code(tmp_path):
 
 
 def test_help_for_every_command():
-    for cmd in ("train", "prune", "sweep", "eval", "demo", "download", "report"):
+    for cmd in ("train", "prune", "sweep", "eval", "demo", "download", "report", "export"):
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0 and "usage: sparsehalo " + cmd in proc.stdout
 

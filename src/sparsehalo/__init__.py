@@ -14,6 +14,7 @@ and afterwards::
 
 from . import models
 from .errors import SparsehaloError
+from .export import export_dense, export_sparse, load_sparse
 from .metrics import evaluate, sparsity_table
 from .penalties import HALO, L1, MCP, SCAD, SWS, GroupHALO, GroupLasso, NoPenalty, Penalty
 from .pruning import Mask, prunable_parameters, prune
@@ -37,5 +38,8 @@ __all__ = [
     "evaluate",
     "models",
     "SparsehaloError",
+    "export_sparse",
+    "export_dense",
+    "load_sparse",
     "__version__",
 ]

@@ -162,6 +162,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_run, format_report
+
+    report = export_run(args.run_dir, args.format, args.out, sparsity=args.sparsity, fp16=args.fp16)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(format_report(report))
+    return 0
+
+
 def cmd_download(args) -> int:
     from .data.download import download_dataset
 
@@ -240,6 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--title", default=None)
     rp.add_argument("--no-scales", action="store_true", help="skip the learned-scale plots of HALO runs")
     rp.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser("export", help="write a run's (pruned) model compactly (sparse) or as a plain state dict (dense)",
+                        description="sparse: safetensors-layout file with CSR / bitmask / relative-index encodings "
+                                    "(load with sparsehalo.load_sparse); dense: a plain state_dict for the unmodified model class.")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", choices=["sparse", "dense"], required=True)
+    ex.add_argument("--sparsity", type=_sparsity, default=None, help="export pruned/sparsity-S.pt (run `sparsehalo prune` first)")
+    ex.add_argument("--fp16", action="store_true", help="sparse format: store values in fp16")
+    ex.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/...)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_export)
 
     dl = sub.add_parser("download", help="download a dataset with sha256 checks")
     dl.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10", "cifar100"])

@@ -9,7 +9,7 @@ dependency)::
     rest      raw little-endian tensor bytes; offsets are relative to the start of this section
 
 Every tensor of the model's state dict is stored.  A Conv2d/Linear weight that is at least
-``COMPACT_MIN_ZEROS`` zeros is stored in whichever of these encodings is smallest; everything else
+``COMPACT_MIN_ZEROS`` (10%) zeros is stored in whichever of these encodings is smallest; everything else
 (biases, BatchNorm statistics, integer buffers) is stored dense:
 
 ``dense``
