@@ -253,3 +253,22 @@ def test_analyze_energy_on_a_conv_run(tmp_path):
     spectra = json.load(open(os.path.join(run, "energy.json")))["spectra"]
     assert sum(spectra["conv2"]) == pytest.approx(1.0)
     assert open(os.path.join(run, "energy.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_epoch_cifar10_from_the_jpeg_archive(tmp_path):
+    """End to end on CPU from the shared JPEG archive (decoded once, cached): a small ResNet, 1 epoch on a
+    1,000-image training subset, HALO, one-shot pruning, evaluation on the 10,000 test images."""
+    args = ["train", "configs/cifar10_resnet20_cpu_halo.toml", "--out", tmp_path, "--quiet",
+            "--data-dir", ROOT.parent / "shared" / "datasets"]
+    for s in ["model.kwargs={depth=8}", "train.epochs=1", "data.train_size=1000", "prune.levels=[0.5]", "run.eval_pruned_every=0"]:
+        args += ["--set", s]
+    proc = run_cli(*args, env={"XDG_CACHE_HOME": str(tmp_path / "cache")}, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    run = proc.stdout.strip().splitlines()[-1]
+    s = json.load(open(os.path.join(run, "summary.json")))
+    assert s["dataset"] == "cifar10" and s["model"] == "resnet" and s["epochs"] == 1
+    (p0, p5) = s["points"]
+    assert p5["sparsity_measured"] == pytest.approx(0.5, abs=1e-5)
+    assert 10.0 <= p0["test_accuracy"] <= 100.0
+    assert "Conv2d weights" in p5["denominator"]
+    assert list((tmp_path / "cache").rglob("*.npz")), "the decoded archive was not cached"

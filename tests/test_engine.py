@@ -225,3 +225,12 @@ def test_hash_ignores_defaults():
     assert config_mod.Config().hashed_dict() == {}
     assert config_mod.load(None, ["train.epochs=30"]).hash() == config_mod.Config().hash()
     assert config_mod.load(None, ["train.epochs=31"]).hashed_dict() == {"train": {"epochs": 31}}
+
+
+def test_train_size_subset(tiny_settings):
+    exp = engine.build(make(tiny_settings, "data.train_size=100"))
+    assert len(exp.data.train) == 100 and exp.steps_per_epoch == 2
+    again = engine.build(make(tiny_settings, "data.train_size=100"))
+    assert torch.equal(exp.data.train.labels, again.data.train.labels)
+    with pytest.raises(ConfigError, match="train_size"):
+        engine.build(make(tiny_settings, "data.train_size=100000"))

@@ -35,6 +35,7 @@ class DataConfig:
     eval_batch_size: int = 1000
     val_size: int = 0  # examples carved from the training set for validation (0: none)
     augment: bool = False  # the dataset's standard training augmentation (CIFAR: random crop pad 4 + flip)
+    train_size: int = 0  # train on a random subset of this many examples (0: all), for quick runs
 
 
 @dataclass

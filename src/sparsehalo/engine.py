@@ -24,6 +24,7 @@ Test accuracy is logged, never used to pick a checkpoint: the final weights are 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import csv
 import io
 import json
@@ -129,7 +130,10 @@ def build(config: Config, device: torch.device | None = None) -> Experiment:
         torch.set_num_threads(config.run.threads)
     data = load_dataset(
         config.data.name, config.run.data_dir, val_size=config.data.val_size, seed=config.train.seed, augment=config.data.augment
-    ).to(device)
+    )
+    if config.data.train_size:
+        data = _train_subset(data, config.data.train_size, config.train.seed)
+    data = data.to(device)
     torch.manual_seed(config.train.seed)
     model = build_model(config, data.num_classes).to(device)
     if config.run.channels_last:
@@ -144,6 +148,14 @@ def build(config: Config, device: torch.device | None = None) -> Experiment:
     exp = Experiment(config, device, data, model, penalty, None, None, steps, method, method.phases(config.train.epochs))
     start_phase_optimizer(exp, 0)
     return exp
+
+
+def _train_subset(data: Splits, size: int, seed: int) -> Splits:
+    """Keep a random ``size``-example subset of the training split (chosen by seed)."""
+    if not 0 < size <= len(data.train):
+        raise ConfigError(f"data.train_size must be in 1..{len(data.train)}, got {size}")
+    index = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed + 104729))[:size]
+    return dataclasses.replace(data, train=data.train.subset(index.sort().values))
 
 
 def start_phase_optimizer(exp: Experiment, phase: int) -> None:
