@@ -9,6 +9,9 @@ autograd formulation (`penalty.fused = False`, the reference), and the fused fas
 uses), plus L1 / SWS / MCP / SCAD fast paths. Steps are timed interleaved (one of each in turn, many rounds)
 and the medians compared, so machine noise hits all variants alike. The floor printed beside the ratios is
 the scales' own SGD step (momentum) alone over a plain step: a cost no formulation of the penalty avoids.
+The last column adds the penalty's own work timed alone (forward, backward, scales' step, warm caches) to
+a plain step: a noise-free lower bound that the in-step ratio exceeds by cache misses (the penalty streams
+its tensors from memory after the network has evicted them) and gradient accumulation.
 """
 
 from __future__ import annotations
@@ -70,6 +73,18 @@ def make(model_name: str, variant):
     return step, pen
 
 
+def penalty_alone(pen) -> callable:
+    """The penalty's own work in a step: forward, backward, and the scales' SGD step (no network)."""
+    opt = torch.optim.SGD(list(pen.parameters()) or [torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        pen().backward()
+        opt.step()
+
+    return step
+
+
 def floor_step(pen) -> callable:
     """The scales' SGD step alone (what any HALO formulation must pay on top of a plain step)."""
     scales = [p for p in pen.parameters()]
@@ -99,14 +114,22 @@ def overhead(model_name: str, rounds: int, per: int) -> None:
         for _ in range(3):
             f()
     steps["floor: scales' SGD step"] = floor_step(pens["halo"])
+    alone = {f"{v} alone": penalty_alone(pens[v]) for v in VARIANTS if pens[v] is not None}
+    for f in alone.values():
+        f()
+    steps.update(alone)
     med = interleaved(steps, rounds, per)
     base = med["none"]
     n = sum(t.numel() for t in pens["halo"].penalized().values())
     print(f"\n{model_name}, batch {MODELS[model_name][1][0]}, {n:,} penalized weights, {torch.get_num_threads()} thread(s); "
           f"plain step {1e3 * base:.3f} ms (median of {rounds} rounds x {per} steps)")
-    print(f"{'variant':<26}{'ms/step':>10}{'ratio to plain':>16}")
+    print(f"{'variant':<26}{'ms/step':>10}{'ratio to plain':>16}{'plain + alone':>16}")
     for k, t in med.items():
-        print(f"{k:<26}{1e3 * t:>10.3f}{t / base:>16.3f}")
+        if k.endswith(" alone"):
+            continue
+        alone_t = med.get(f"{k} alone")
+        extra = f"{(base + alone_t) / base:>16.3f}" if alone_t is not None else ""
+        print(f"{k:<26}{1e3 * t:>10.3f}{t / base:>16.3f}{extra}")
 
 
 def scaling(sizes: list[int], rounds: int) -> None:

@@ -45,7 +45,8 @@ from sparsehalo.report import find_runs, make_report  # noqa: E402
 CONFIGS = ROOT / "configs"
 SEEDS = [0, 1, 2]
 SELECT_LEVELS = ("0.985", "0.99", "0.995")
-COMMON = ["run.progress=false", "run.threads=1", "run.eval_pruned_every=5"]
+# One thread by default, so that a campaign leaves a core for other work ($SPARSEHALO_CAMPAIGN_THREADS).
+COMMON = ["run.progress=false", f"run.threads={int(os.environ.get('SPARSEHALO_CAMPAIGN_THREADS', '1'))}", "run.eval_pruned_every=5"]
 # The knobs swept on the validation split (values of the penalty configs' xi / psi).
 GRIDS = {
     "halo": {"penalty.xi": [5e-5, 1e-4, 2e-4], "penalty.psi": [5e-5, 1e-4, 2e-4]},
