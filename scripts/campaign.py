@@ -171,13 +171,16 @@ def main_runs(c: Campaign, model: str) -> list[tuple[str, config_mod.Config | No
 
 
 def plan(c: Campaign) -> list[tuple[str, Path, config_mod.Config | None]]:
+    """Runs in priority order: per model, each penalty's sweep directly followed by its main runs (so the
+    headline numbers land early), then the fixed-sparsity baselines."""
     out = []
     for model in c.models:
-        if c.sweep_of[model] == (c.name, model):
-            for method in GRIDS:
-                if method in c.oneshot:
-                    out += [(f"sweep {model} {method} {p}", c.out / "sweep", sweep_config(c, model, method, p)) for p in grid_points(method)]
-        out += [(label, c.out / "runs", cfg) for label, cfg in main_runs(c, model)]
+        main = main_runs(c, model)
+        for method in c.oneshot:
+            if method in GRIDS and c.sweep_of[model] == (c.name, model):
+                out += [(f"sweep {model} {method} {p}", c.out / "sweep", sweep_config(c, model, method, p)) for p in grid_points(method)]
+            out += [(label, c.out / "runs", cfg) for label, cfg in main if label.split()[1].rstrip(":") == method]
+        out += [(label, c.out / "runs", cfg) for label, cfg in main if label.split()[1] in c.fixed]
     return out
 
 
