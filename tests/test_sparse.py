@@ -245,3 +245,9 @@ def test_copies_and_pickles_keep_choices_and_conversions_recalibrate():
         assert choices(wide)["fc1"] == {4: "csr"}  # not looked at yet
         close(wide(x.double()), model.double()(x.double()))
         assert wide.fc1.timings[4] and wide.fc1.weight.dtype == torch.float64
+
+
+def test_public_entry_points_exist():
+    import sparsehalo
+
+    assert callable(sparsehalo.sparse.sparsify) and callable(sparsehalo.load_sparse)

@@ -12,7 +12,7 @@ and afterwards::
     print(sparsehalo.sparsity_table(model))       # per layer total / non-zero / sparsity, with denominator
 """
 
-from . import models
+from . import models, sparse
 from .errors import SparsehaloError
 from .export import export_dense, export_sparse, load_sparse
 from .metrics import evaluate, sparsity_table
