@@ -6,7 +6,9 @@
 
 For each model, one process builds identical copies trained with: no penalty (the baseline), HALO's plain
 autograd formulation (`penalty.fused = False`, the reference), and the fused fast path (what the public API
-uses), plus L1 / SWS / MCP / SCAD fast paths. Steps are timed interleaved (one of each in turn, many rounds)
+uses: the native C++ kernel for HALO on the CPU, torch.compile kernels for the others), plus L1 / SWS / MCP / SCAD
+fast paths. By default every model is measured twice: with glibc's malloc as it comes, then after
+`sparsehalo.keep_freed_memory()` (which `sparsehalo train` applies; see src/sparsehalo/allocator.py). Steps are timed interleaved (one of each in turn, many rounds)
 and the medians compared, so machine noise hits all variants alike. The floor printed beside the ratios is
 the scales' own SGD step (momentum) alone over a plain step: a cost no formulation of the penalty avoids.
 The last column adds the penalty's own work timed alone (forward, backward, scales' step, warm caches) to
@@ -30,11 +32,16 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from sparsehalo import penalties  # noqa: E402
+from sparsehalo.allocator import keep_freed_memory  # noqa: E402
 from sparsehalo.models import build  # noqa: E402
 
 MODELS = {
     "lenet300": (lambda: build("lenet300"), (100, 1, 28, 28), ("Linear",)),
     "resnet20": (lambda: build("resnet", depth=20), (128, 3, 32, 32), ("Conv2d",)),
+}
+ALLOCATORS = {
+    "default": "glibc malloc with its default settings",
+    "keep": "after sparsehalo.keep_freed_memory() (freed blocks are reused, not faulted in again)",
 }
 VARIANTS = {
     "none": None,
@@ -164,6 +171,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", default="lenet300,resnet20")
     ap.add_argument("--scaling", action="store_true")
+    ap.add_argument("--allocator", choices=["default", "keep", "both"], default="both",
+                    help="glibc malloc as it comes, after sparsehalo.keep_freed_memory() (what `sparsehalo train` "
+                         "uses), or both in turn")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("SPARSEHALO_COMPILE", "1")
@@ -171,11 +181,17 @@ def main() -> int:
         sizes = [10**4, 10**5, 10**6, 10**7] if not args.quick else [10**4, 10**5, 10**6]
         scaling(sizes, rounds=5 if args.quick else 15)
         return 0
-    for m in args.models.split(","):
-        if m == "resnet20":
-            overhead(m, rounds=3 if args.quick else 8, per=1 if args.quick else 2)
-        else:
-            overhead(m, rounds=10 if args.quick else 40, per=5)
+    for allocator in (["default", "keep"] if args.allocator == "both" else [args.allocator]):
+        if allocator == "keep":  # irreversible within the process: measured after the default allocator
+            if not keep_freed_memory():
+                print("\n(keep_freed_memory() does not apply here: not glibc)")
+                continue
+        print(f"\n### allocator: {ALLOCATORS[allocator]}")
+        for m in args.models.split(","):
+            if m == "resnet20":
+                overhead(m, rounds=3 if args.quick else 8, per=1 if args.quick else 2)
+            else:
+                overhead(m, rounds=10 if args.quick else 40, per=5)
     return 0
 
 

@@ -10,9 +10,13 @@ and afterwards::
 
     mask = sparsehalo.prune(model, 0.98)          # one global magnitude threshold, exact target
     print(sparsehalo.sparsity_table(model))       # per layer total / non-zero / sparsity, with denominator
+
+On the CPU, ``sparsehalo.keep_freed_memory()`` (called once) stops glibc from handing per-step
+gradient memory back to the system; ``sparsehalo train`` does this itself.
 """
 
 from . import models, sparse
+from .allocator import keep_freed_memory
 from .errors import SparsehaloError
 from .export import export_dense, export_sparse, load_sparse
 from .metrics import evaluate, sparsity_table
@@ -41,5 +45,6 @@ __all__ = [
     "export_sparse",
     "export_dense",
     "load_sparse",
+    "keep_freed_memory",
     "__version__",
 ]

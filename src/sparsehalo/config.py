@@ -134,6 +134,7 @@ class RunConfig:
     threads: int = 0  # torch threads (0: leave PyTorch's default)
     eval_pruned_every: int = 1  # log accuracy after pruning at prune.levels every k epochs (0: only at the end)
     channels_last: bool = False  # NHWC memory format for conv nets on GPUs
+    keep_freed_memory: bool = True  # glibc malloc keeps freed blocks (no page faults on per-step gradients)
 
 
 @dataclass

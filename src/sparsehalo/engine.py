@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint, methods, models, penalties, schedules
+from .allocator import keep_freed_memory
 from .config import Config, from_dict
 from .data import Splits, load_dataset
 from .errors import CheckpointError, ConfigError, DivergenceError
@@ -128,6 +129,8 @@ def build(config: Config, device: torch.device | None = None) -> Experiment:
     device = device or resolve_device(config.run.device)
     if config.run.threads > 0:
         torch.set_num_threads(config.run.threads)
+    if config.run.keep_freed_memory:
+        keep_freed_memory()
     data = load_dataset(
         config.data.name, config.run.data_dir, val_size=config.data.val_size, seed=config.train.seed, augment=config.data.augment
     )

@@ -13,6 +13,10 @@ size) into a single vectorized loop; where compilation is unavailable or disable
 (``SPARSEHALO_COMPILE=0``), the same kernel runs eagerly, which is slower but still cheaper than the
 reference.  Each penalty keeps its plain formulation as ``reference()``; tests compare the two.
 
+HALO on the CPU goes one step further (:func:`halo_kernel_for`): a C++ pass (``csrc/halo_cpu.cpp``,
+built on first use by :mod:`.native`) with its own C++ autograd function, so neither the forward nor
+the backward runs Python or the compiler's guards; the compiled kernel remains its fallback.
+
 Limits: the gradients are those of the weights at the time of the call (as for any loss term), and the
 result is differentiable once (no double backward).
 """
@@ -26,6 +30,8 @@ from typing import Callable, Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 Kernel = Callable[..., tuple[torch.Tensor, list[torch.Tensor]]]
 
 _compiled: dict[Kernel, Callable] = {}
@@ -37,8 +43,10 @@ def compile_enabled() -> bool:
 
 
 def run_kernel(kernel: Kernel, *args):
-    """Run ``kernel`` compiled when possible, falling back to eager (once, with a warning)."""
-    if not compile_enabled() or kernel in _failed:
+    """Run ``kernel`` compiled when possible, falling back to eager (once, with a warning).
+
+    Kernels marked ``native`` are already compiled code and are called as they are."""
+    if not compile_enabled() or kernel in _failed or getattr(kernel, "native", False):
         return kernel(*args)
     fn = _compiled.get(kernel)
     if fn is None:
@@ -75,9 +83,11 @@ class _Fused(torch.autograd.Function):
 
 
 def fused(kernel: Kernel, tensors: Sequence[torch.Tensor], consts: tuple = ()) -> torch.Tensor:
-    """Apply ``kernel`` through :class:`_Fused` when a gradient is wanted, else just its value."""
+    """Apply ``kernel`` through :class:`_Fused` (or the kernel's own autograd function, where it has one)
+    when a gradient is wanted, else just its value."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _Fused.apply(kernel, consts, *tensors)
+        own = getattr(kernel, "autograd", None)
+        return own(list(tensors), *consts) if own is not None else _Fused.apply(kernel, consts, *tensors)
     with torch.no_grad():
         return run_kernel(kernel, list(tensors), *consts)[0]
 
@@ -116,6 +126,33 @@ def halo_kernel(tensors: list[torch.Tensor], n: int, xi: float, psi: float, eps2
     else:
         r = (s - budget) ** 2
     return xi * value + psi * r, gws + gls
+
+
+HYPER_CODES = {"l1": 0, "budget": 1, "budget_sq": 2}
+
+
+def halo_native_kernel(tensors: list[torch.Tensor], n: int, xi: float, psi: float, eps2: float, hyper: str, budget: float):
+    """:func:`halo_kernel` as one C++ pass (``csrc/halo_cpu.cpp``; see :mod:`.native`)."""
+    out = native.halo_cpu().halo_forward(tensors[:n], tensors[n:], xi, psi, eps2, HYPER_CODES[hyper], budget, [])
+    return out[0], out[1:]
+
+
+def _halo_native_autograd(tensors: list[torch.Tensor], n: int, xi: float, psi: float, eps2: float, hyper: str, budget: float):
+    """The same pass as a C++ autograd function (no Python in the forward or the backward)."""
+    return native.halo_cpu().halo_apply(tensors[:n], tensors[n:], xi, psi, eps2, HYPER_CODES[hyper], budget)
+
+
+halo_native_kernel.native = True
+halo_native_kernel.autograd = _halo_native_autograd
+
+
+def halo_kernel_for(tensors: Sequence[torch.Tensor]) -> Kernel:
+    """The native kernel where it applies (contiguous float32 CPU tensors, compilation enabled and the
+    extension buildable), else the ``torch.compile`` one."""
+    if compile_enabled() and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
+        if native.halo_cpu() is not None:
+            return halo_native_kernel
+    return halo_kernel
 
 
 def l1_kernel(tensors: list[torch.Tensor], coef: float):

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import Penalty, scale_key
-from .fused import halo_kernel, l1_kernel, sws_kernel
+from .fused import halo_kernel_for, l1_kernel, sws_kernel
 
 # R(S) as a function of S = sum_j |lambda_j| and the budget p: a registry, not an if/elif chain.
 HYPER: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
@@ -108,7 +108,8 @@ class HALO(Penalty):
     def kernel_call(self):
         scales = self.scale_tensors()
         consts = (len(scales), self.xi, self.psi, self.eps**2, self.hyper, self.budget or 0.0)
-        return halo_kernel, [*self._targets, *scales], consts
+        tensors = [*self._targets, *scales]
+        return halo_kernel_for(tensors), tensors, consts
 
     def reference(self) -> torch.Tensor:
         scales = self.scale_tensors()
