@@ -165,6 +165,23 @@ def scaling(sizes: list[int], rounds: int) -> None:
     print(f"fitted log-log slope {slope:.3f} (1.0 = linear in the number of weights)")
 
 
+def repeats(n: int, threads: int) -> None:
+    """HALO over plain on LeNet-300-100, measured in n fresh processes per allocator (alternating), to show
+    the spread between runs that one process's interleaving cannot remove."""
+    import subprocess
+
+    ratios: dict[str, list[float]] = {"default": [], "keep": []}
+    for _ in range(n):
+        for allocator in ratios:
+            out = subprocess.run([sys.executable, __file__, "--models", "lenet300", "--allocator", allocator,
+                                  "--threads", str(threads), "--variants", "none,halo"],
+                                 capture_output=True, text=True, check=True).stdout
+            ratios[allocator].append(float(next(line.split()[2] for line in out.splitlines() if line.startswith("halo "))))
+    print(f"\nHALO / plain step, LeNet-300-100, batch 100, {threads} thread(s), {n} fresh processes per allocator")
+    for allocator, rs in ratios.items():
+        print(f"{allocator:<8} median {statistics.median(rs):.3f}  runs {' '.join(f'{r:.3f}' for r in rs)}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a rough check in under a minute)")
@@ -174,8 +191,21 @@ def main() -> int:
     ap.add_argument("--allocator", choices=["default", "keep", "both"], default="both",
                     help="glibc malloc as it comes, after sparsehalo.keep_freed_memory() (what `sparsehalo train` "
                          "uses), or both in turn")
+    ap.add_argument("--repeats", type=int, default=0, help="only HALO / plain on LeNet-300-100, in this many fresh "
+                    "processes per allocator")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="subset of: " + ", ".join(VARIANTS))
     args = ap.parse_args()
+    for v in args.variants.split(","):
+        if v not in VARIANTS:
+            ap.error(f"unknown variant {v!r}")
+    keep = ["none", "halo", *args.variants.split(",")]  # the floor and the header need HALO
+    for v in list(VARIANTS):
+        if v not in keep:
+            del VARIANTS[v]
     torch.set_num_threads(args.threads)
+    if args.repeats:
+        repeats(args.repeats, args.threads)
+        return 0
     os.environ.setdefault("SPARSEHALO_COMPILE", "1")
     if args.scaling:
         sizes = [10**4, 10**5, 10**6, 10**7] if not args.quick else [10**4, 10**5, 10**6]
