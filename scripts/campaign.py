@@ -470,7 +470,7 @@ def write_results(c: Campaign) -> None:
         f"Campaign status: {done} of {total} planned runs finished"
         + (f"; {waiting} method(s) wait for their validation sweep." if waiting else "."),
         "",
-        *(["## Targets, per-level choice and reproducibility" if c.name == "mnist" else "## Per-level choice", "",
+        *(["## Targets, per-level choice and reproducibility" if c.name == "mnist" else "## HALO's setting", "",
            *per_level_section(c), *long_section(c), *repro_section(c), *transfer_section(c)]),
         report,
     ]
