@@ -37,6 +37,16 @@ def _ninja_on_path() -> None:
             os.environ["PATH"] = f"{here}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
+def _announce_build(cpp_extension, name: str) -> None:
+    """One line on stderr when the extension is not in the build cache yet (the build takes a while)."""
+    try:
+        built = (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists()
+    except Exception:  # a private helper of torch: if it moves, just say nothing
+        return
+    if not built:
+        print("sparsehalo: compiling the native HALO kernel (once per machine, about a minute)", file=sys.stderr, flush=True)
+
+
 def halo_cpu():
     """The compiled ``halo_forward`` extension module, or None where it cannot be built."""
     global _module, _failed
@@ -48,8 +58,9 @@ def halo_cpu():
         _ninja_on_path()
         text = SOURCE.read_bytes()
         tag = hashlib.sha256(text + " ".join(FLAGS).encode()).hexdigest()[:10]
-        _module = cpp_extension.load(name=f"sparsehalo_halo_cpu_{tag}", sources=[str(SOURCE)], extra_cflags=FLAGS,
-                                     verbose=False)
+        name = f"sparsehalo_halo_cpu_{tag}"
+        _announce_build(cpp_extension, name)
+        _module = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, verbose=False)
     except Exception as exc:  # no compiler, no ninja, read-only cache, ...
         _failed = True
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
