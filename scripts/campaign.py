@@ -96,7 +96,13 @@ MNIST = Campaign(
     description=(
         "Epoch budgets: LeNet-300-100 30, LeNet-5 15, LeNet-5-Caffe 10 (fine-tuning and IMP rounds included). "
         "Fixed-sparsity baselines run at 95%, 98.5% and 99.5% only, to fit the compute budget. "
-        "LeNet-5 reuses the penalty settings chosen for LeNet-5-Caffe."
+        "LeNet-5 reuses the penalty settings chosen for LeNet-5-Caffe. "
+        "Targets (issue 3; mean of 3 seeds, no fine-tuning) are checked in the next section. What was tried "
+        "against the misses: choosing xi / psi per level on validation, and a 100-epoch schedule with its own "
+        "validation choice. A fixed setting trained longer ends sparser than the target level (its accuracy is "
+        "flat up to its natural sparsity), so the long schedule needs weaker settings than this grid holds; what "
+        "we think closes the gap is the authors' schedule (250 epochs, step decay, biases penalized too) with "
+        "xi / psi re-tuned on validation for that length."
     ),
 )
 FASHION = Campaign(
