@@ -136,6 +136,11 @@ def cfg_path(c: Campaign, model: str, method: str) -> Path:
     return CONFIGS / f"{c.prefix}_{model}_{method}.toml"
 
 
+def load(c: Campaign, model: str, method: str, *overrides: str) -> config_mod.Config:
+    """The campaign's config of (model, method): the committed TOML, the campaign's run settings, overrides."""
+    return config_mod.load(cfg_path(c, model, method), [*COMMON, *data_settings(), *overrides])
+
+
 def grid_points(c: "Campaign", method: str) -> list[dict[str, float]]:
     grid = {**GRIDS, **c.grids}[method]
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
@@ -146,8 +151,7 @@ def _sets(point: dict) -> list[str]:
 
 
 def sweep_config(c: Campaign, model: str, method: str, point: dict) -> config_mod.Config:
-    return config_mod.load(cfg_path(c, model, method), [*COMMON, *data_settings(), "data.val_size=10000", *_sets(point),
-                                                         f'name="sweep_{model}_{method}"'])
+    return load(c, model, method, "data.val_size=10000", *_sets(point), f'name="sweep_{model}_{method}"')
 
 
 def score(summary: dict, levels: tuple[str, ...]) -> float | None:
@@ -200,8 +204,7 @@ def per_level_runs(c: Campaign, model: str) -> list[tuple[str, config_mod.Config
             continue
         seen.append(point)
         for seed in SEEDS:
-            cfg = config_mod.load(cfg_path(c, model, "halo"), [*COMMON, *data_settings(), *_sets(point), f"train.seed={seed}",
-                                                               f'name="{setting_name(c, model, "halo", point)}"'])
+            cfg = load(c, model, "halo", *_sets(point), f"train.seed={seed}", f'name="{setting_name(c, model, "halo", point)}"')
             runs.append((f"{model} halo-per-level {setting_name(c, model, 'halo', point)} seed {seed}", cfg))
     return runs
 
@@ -217,8 +220,8 @@ def long_sweep(c: Campaign, model: str) -> list[tuple[str, config_mod.Config]]:
         return []
     epochs, _ = c.long[model]
     return [(f"sweep {model} halo {epochs}ep {p}",
-             config_mod.load(cfg_path(c, model, "halo"), [*COMMON, *data_settings(), "data.val_size=10000", *_sets(p),
-                                                           f"train.epochs={epochs}", f'name="sweep_{model}_halo_{epochs}ep"']))
+             load(c, model, "halo", "data.val_size=10000", *_sets(p), f"train.epochs={epochs}",
+                  f'name="sweep_{model}_halo_{epochs}ep"'))
             for p in LONG_GRID]
 
 
@@ -258,8 +261,7 @@ def long_runs(c: Campaign, model: str) -> list[tuple[str, config_mod.Config | No
 def _long_seeds(c: Campaign, model: str, point: dict, epochs: int) -> list[tuple[str, config_mod.Config]]:
     name = f"{setting_name(c, model, 'halo', point)}_{epochs}ep"
     return [(f"{model} halo-long {name} seed {seed}",
-             config_mod.load(cfg_path(c, model, "halo"), [*COMMON, *data_settings(), *_sets(point), f"train.seed={seed}",
-                                                           f"train.epochs={epochs}", f'name="{name}"']))
+             load(c, model, "halo", *_sets(point), f"train.seed={seed}", f"train.epochs={epochs}", f'name="{name}"'))
             for seed in SEEDS]
 
 
@@ -283,13 +285,12 @@ def main_runs(c: Campaign, model: str) -> list[tuple[str, config_mod.Config | No
                 continue
             sets = _sets(point)
         for seed in SEEDS:
-            cfg = config_mod.load(cfg_path(c, model, method), [*COMMON, *data_settings(), *sets, f"train.seed={seed}"])
+            cfg = load(c, model, method, *sets, f"train.seed={seed}")
             runs.append((f"{model} {method} seed {seed}", cfg))
     for seed in SEEDS:
         for method in c.fixed:
             for level in c.fixed_levels:
-                cfg = config_mod.load(cfg_path(c, model, method), [*COMMON, *data_settings(), f"method.sparsity={level}",
-                                                                    f"train.seed={seed}"])
+                cfg = load(c, model, method, f"method.sparsity={level}", f"train.seed={seed}")
                 runs.append((f"{model} {method} {level} seed {seed}", cfg))
     return runs
 

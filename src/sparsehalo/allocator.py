@@ -2,10 +2,10 @@
 
 PyTorch's CPU tensors come from ``malloc``.  With glibc's defaults, blocks of a megabyte or more are
 returned to the operating system when freed (``munmap`` or a trim of the heap top), so a training step
-that allocates parameter-sized gradients afresh every step page-faults on every one of them again:
-measured here, writing 2 MB of fresh gradients took 400 us against 80 us for reused memory.  HALO
-allocates two parameter-sized gradients per step (weights and scales), so on compute-light networks
-this is a large part of its overhead; plain training pays it too, for its own gradients.
+that allocates parameter-sized gradients afresh every step can page-fault on them again (how often
+depends on the history of the heap).  HALO allocates two parameter-sized gradients per step (weights
+and scales), so on compute-light networks this shows in its overhead; plain training pays it too, for
+its own gradients.  `benchmarks/penalty_overhead.py --repeats 4` measures the effect on a training step.
 
 :func:`keep_freed_memory` fixes the mmap threshold at its maximum (32 MiB on 64-bit, which also stops
 glibc's dynamic adjustment) and disables heap trimming, so freed blocks are reused instead of being
