@@ -491,6 +491,56 @@ def repro_section(c: Campaign) -> list[str]:
     return lines
 
 
+def _cell(row: dict | None, label: bool = False) -> str:
+    if row is None:
+        return "—"
+    n, mean, std = int(row["seeds"]), float(row["acc_mean"]), float(row["acc_std"] or 0)
+    value = f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+    return (f"{row['method']} " if label else "") + value + ("" if n == len(SEEDS) else f" (n={n})")
+
+
+def headline_section(c: Campaign) -> list[str]:
+    """At a glance, from ``summary.csv``: at each level where the fixed-sparsity baselines ran, HALO without
+    fine-tuning (the setting chosen on validation for that level) against the best of the other one-shot
+    methods and the best fine-tuned baseline of the same model and epoch budget."""
+    path = c.out / "summary.csv"
+    if not path.exists():
+        return []
+    rows = list(csv.DictReader(path.open()))
+    lines = ["| model | sparsity | HALO, no fine-tuning | best other, no fine-tuning | best fine-tuned baseline | epochs |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for model in c.models:
+        overall = chosen(CAMPAIGNS[c.sweep_of[model][0]], c.sweep_of[model][1], "halo") if "halo" in GRIDS else None
+        own = c.sweep_of[model] == (c.name, model)
+        per_level = (chosen_per_level(c, model, "halo") or {}) if own else {}
+        for level in c.fixed_levels:
+            key = f"{level:g}"
+            at = [r for r in rows if r["model"] == model and f"{float(r['sparsity']):g}" == key]
+            point = per_level.get(key, (overall, None))[0]
+            halo_name = f"{c.prefix}_{model}_halo" if point in (None, overall) else setting_name(c, model, "halo", point)
+            halo = next((r for r in at if r["name"] == halo_name), None)
+            others = [r for r in at if r["fine_tuned"] == "False" and not r["name"].startswith(f"{c.prefix}_{model}_halo")]
+            tuned = [r for r in at if r["fine_tuned"] == "True"]
+            best = lambda rs: max(rs, key=lambda r: float(r["acc_mean"]), default=None)  # noqa: E731
+            epochs = (halo or best(at) or {}).get("epochs", "—")
+            lines.append(f"| {model} | {level * 100:g}% | {_cell(halo)} | {_cell(best(others), True)} | "
+                         f"{_cell(best(tuned), True)} | {epochs} |")
+    return lines + ["", f"Test accuracy (%), mean ± std over {len(SEEDS)} seeds unless n is given; sparsity of the "
+                        "prunable weights (denominators under the tables below). HALO's xi / psi: "
+                        "the validation choice for that level where one was made, else the overall choice.", ""]
+
+
+def update_readme(c: Campaign, lines: list[str]) -> None:
+    """Rewrite the block of the project README between this campaign's markers (if it has them)."""
+    readme = ROOT / "README.md"
+    start, end = f"<!-- results/{c.name}: written by scripts/campaign.py --report -->", f"<!-- end results/{c.name} -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    checkpoint.atomic_write_text(readme, head + start + "\n" + "\n".join(lines) + rest[rest.index(end):])
+
+
 def retire_superseded(c: Campaign) -> None:
     """Move finished runs that the plan no longer contains (a sweep grew and chose another setting) from
     runs/ to superseded/, so that reports never mix two settings under one name."""
@@ -526,6 +576,7 @@ def write_results(c: Campaign) -> None:
         w.writerows(rows)
         checkpoint.atomic_write_text(c.out / "sweep.csv", buf.getvalue())
     report = (c.out / "report.md").read_text() if (c.out / "report.md").exists() else "(no finished main run yet)\n"
+    headline = headline_section(c)
     items = plan(c)
     total = sum(cfg is not None for _, _, cfg in items)
     done = sum(finished(root, cfg) for _, root, cfg in items)
@@ -545,11 +596,15 @@ def write_results(c: Campaign) -> None:
         f"Campaign status: {done} of {total} planned runs finished"
         + (f"; {waiting} method(s) wait for their validation sweep." if waiting else "."),
         "",
+        *(["## At a glance", "", *headline] if headline else []),
         *(["## Targets, per-level choice and reproducibility" if c.name == "mnist" else "## HALO's setting", "",
            *per_level_section(c), *long_section(c), *repro_section(c), *transfer_section(c)]),
         report,
     ]
     checkpoint.atomic_write_text(c.out / "README.md", "\n".join(lines))
+    if headline:
+        update_readme(c, [f"**{c.name}** (`results/{c.name}/README.md`; {done} of {total} planned runs finished):", "",
+                          *headline])
 
 
 def main() -> int:
