@@ -188,6 +188,10 @@ def sweep_config(c: Campaign, model: str, method: str, point: dict) -> config_mo
     return load(c, model, method, "data.val_size=10000", *_sets(point), f'name="sweep_{model}_{method}"')
 
 
+def _val_by_level(summary: dict) -> dict[str, float | None]:
+    return {f"{p['sparsity_requested']:g}": p["val_accuracy"] for p in summary["points"]}
+
+
 def score(summary: dict, levels: tuple[str, ...]) -> float | None:
     accs = [p["val_accuracy"] for p in summary["points"] if f"{p['sparsity_requested']:g}" in levels]
     return statistics.mean(accs) if len(accs) == len(levels) and None not in accs else None
@@ -213,7 +217,7 @@ def chosen_per_level(c: Campaign, model: str, method: str) -> dict[str, tuple[di
         path = sweep_config(c, model, method, point).run_dir(c.out / "sweep") / "summary.json"
         if not path.exists():
             return None
-        val = {f"{p['sparsity_requested']:g}": p["val_accuracy"] for p in json.loads(path.read_text())["points"]}
+        val = _val_by_level(json.loads(path.read_text()))
         for level in c.per_level:
             if val.get(level) is not None and (level not in best or val[level] > best[level][1]):
                 best[level] = (point, val[level])
@@ -258,7 +262,7 @@ def study_choice(c: Campaign, st: Study) -> tuple[dict, float] | None:
         path = cfg.run_dir(c.out / "sweep") / "summary.json"
         if not path.exists():
             return None
-        val = {f"{p['sparsity_requested']:g}": p["val_accuracy"] for p in json.loads(path.read_text())["points"]}
+        val = _val_by_level(json.loads(path.read_text()))
         if best is None or val[st.level] > best[1]:
             best = (point, val[st.level])
     return best
@@ -383,7 +387,7 @@ def sweep_rows(c: Campaign) -> list[dict]:
                 if not path.exists():
                     continue
                 s = json.loads(path.read_text())
-                val = {f"{p['sparsity_requested']:g}": p["val_accuracy"] for p in s["points"]}
+                val = _val_by_level(s)
                 rows.append({"model": model, "method": method, **{k.split(".")[1]: v for k, v in point.items()},
                              **{f"val_acc_{float(lv) * 100:g}": val.get(lv) for lv in c.select_levels},
                              "score": score(s, c.select_levels), "chosen": point == pick, "epochs": s["epochs"]})
@@ -414,6 +418,24 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
 
 
+def _status(target: float, accs: list[float]) -> str:
+    """'met' / 'missed' once every seed has run, else 'pending'."""
+    if len(accs) < len(SEEDS):
+        return "pending"
+    return "met" if statistics.mean(accs) >= target else "missed"
+
+
+def halo_name_at(c: Campaign, model: str, level: str) -> str:
+    """Name of the HALO runs that serve ``level``: the per-level validation choice where the model has a sweep
+    of its own and that choice differs from the overall one, else the main runs."""
+    main = f"{c.prefix}_{model}_halo"
+    if c.sweep_of[model] != (c.name, model):
+        return main
+    overall, per_level = chosen(c, model, "halo"), chosen_per_level(c, model, "halo") or {}
+    point = per_level.get(level, (overall, None))[0]
+    return main if point in (None, overall) else setting_name(c, model, "halo", point)
+
+
 def per_level_section(c: Campaign) -> list[str]:
     """HALO with xi / psi chosen per level on the validation split, against the targets."""
     lines = []
@@ -429,16 +451,11 @@ def per_level_section(c: Campaign) -> list[str]:
                   "gets the grid point that is best on the validation split at that level (still never the test set).",
                   "", "| sparsity | xi, psi (validation acc.) | test acc. per-level choice | test acc. overall choice | target |",
                   "|---:|---|---:|---:|---:|"]
-        main_name = f"{c.prefix}_{model}_halo"
         for level, (point, val) in per_level.items():
-            name = main_name if point == overall else setting_name(c, model, "halo", point)
-            accs = list(_accs(c.out / "runs", name, level).values())
-            base = list(_accs(c.out / "runs", main_name, level).values())
+            accs = list(_accs(c.out / "runs", halo_name_at(c, model, level), level).values())
+            base = list(_accs(c.out / "runs", f"{c.prefix}_{model}_halo", level).values())
             target = TARGETS.get((c.name, model, level))
-            verdict = "—"
-            if target is not None:
-                verdict = f"{target:.1f}: " + ("pending" if len(accs) < len(SEEDS) else
-                                             "met" if statistics.mean(accs) >= target else "missed")
+            verdict = "—" if target is None else f"{target:.1f}: {_status(target, accs)}"
             setting = ", ".join(f"{v:g}" for v in point.values())
             lines.append(f"| {float(level) * 100:g}% | {setting} ({val:.2f}) | {_mean_std(accs)} | {_mean_std(base)} | {verdict} |")
         lines.append("")
@@ -465,8 +482,7 @@ def long_section(c: Campaign) -> list[str]:
                      f"with {pick[1]:.2f}" if pick else ", unfinished") + "). No fine-tuning; every level: `long/report.md`.", "",
                   f"| run | test acc. at {float(st.level) * 100:g}% | target |", "|---|---:|---:|"]
         for name, accs in rows:
-            verdict = "—" if target is None else f"{target:.1f}: " + (
-                "pending" if len(accs) < len(SEEDS) else "met" if statistics.mean(accs) >= target else "missed")
+            verdict = "—" if target is None else f"{target:.1f}: {_status(target, accs)}"
             lines.append(f"| `{name}` | {_mean_std(accs)} | {verdict} |")
         lines.append("")
     return lines
@@ -522,6 +538,10 @@ def _cell(row: dict | None, label: bool = False) -> str:
     return (f"{row['method']} " if label else "") + value + ("" if n == len(SEEDS) else f" (n={n})")
 
 
+def _best(rows: list[dict]) -> dict | None:
+    return max(rows, key=lambda r: float(r["acc_mean"]), default=None)
+
+
 def headline_section(c: Campaign) -> list[str]:
     """At a glance, from ``summary.csv``: at each level where the fixed-sparsity baselines ran, HALO without
     fine-tuning (the setting chosen on validation for that level) against the best of the other one-shot
@@ -533,21 +553,15 @@ def headline_section(c: Campaign) -> list[str]:
     lines = ["| model | sparsity | HALO, no fine-tuning | best other, no fine-tuning | best fine-tuned baseline | epochs |",
              "|---|---:|---:|---:|---:|---:|"]
     for model in c.models:
-        overall = chosen(CAMPAIGNS[c.sweep_of[model][0]], c.sweep_of[model][1], "halo") if "halo" in GRIDS else None
-        own = c.sweep_of[model] == (c.name, model)
-        per_level = (chosen_per_level(c, model, "halo") or {}) if own else {}
         for level in c.fixed_levels:
             key = f"{level:g}"
             at = [r for r in rows if r["model"] == model and f"{float(r['sparsity']):g}" == key]
-            point = per_level.get(key, (overall, None))[0]
-            halo_name = f"{c.prefix}_{model}_halo" if point in (None, overall) else setting_name(c, model, "halo", point)
-            halo = next((r for r in at if r["name"] == halo_name), None)
+            halo = next((r for r in at if r["name"] == halo_name_at(c, model, key)), None)
             others = [r for r in at if r["fine_tuned"] == "False" and not r["name"].startswith(f"{c.prefix}_{model}_halo")]
             tuned = [r for r in at if r["fine_tuned"] == "True"]
-            best = lambda rs: max(rs, key=lambda r: float(r["acc_mean"]), default=None)  # noqa: E731
-            epochs = (halo or best(at) or {}).get("epochs", "—")
-            lines.append(f"| {model} | {level * 100:g}% | {_cell(halo)} | {_cell(best(others), True)} | "
-                         f"{_cell(best(tuned), True)} | {epochs} |")
+            epochs = (halo or _best(at) or {}).get("epochs", "—")
+            lines.append(f"| {model} | {level * 100:g}% | {_cell(halo)} | {_cell(_best(others), True)} | "
+                         f"{_cell(_best(tuned), True)} | {epochs} |")
     return lines + ["", f"Test accuracy (%), mean ± std over {len(SEEDS)} seeds unless n is given; sparsity of the "
                         "prunable weights (denominators under the tables below). HALO's xi / psi: "
                         "the validation choice for that level where one was made, else the overall choice.", ""]
@@ -557,18 +571,13 @@ def target_lines(c: Campaign) -> list[str]:
     """One line per target of issue 3: HALO's result at that level within the equal budget (the setting chosen
     on validation for the level) and in every study of that model and level, each with its verdict."""
     def verdict(target: float, accs: list[float]) -> str:
-        if len(accs) < len(SEEDS):
-            return f"{_mean_std(accs)}, pending"
-        return f"{_mean_std(accs)}, " + ("met" if statistics.mean(accs) >= target else "missed")
+        return f"{_mean_std(accs)}, {_status(target, accs)}"
 
     lines = []
     for (campaign, model, level), target in TARGETS.items():
         if campaign != c.name:
             continue
-        overall, per_level = chosen(c, model, "halo"), chosen_per_level(c, model, "halo") or {}
-        point = per_level.get(level, (overall, None))[0]
-        name = f"{c.prefix}_{model}_halo" if point in (None, overall) else setting_name(c, model, "halo", point)
-        parts = [f"equal budget: {verdict(target, list(_accs(c.out / 'runs', name, level).values()))}"]
+        parts = [f"equal budget: {verdict(target, list(_accs(c.out / 'runs', halo_name_at(c, model, level), level).values()))}"]
         for st in (st for st in c.studies if (st.model, st.level) == (model, level)):
             pick = study_choice(c, st)
             if pick is not None:
