@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from sparsehalo import config as config_mod, engine  # noqa: E402
-from sparsehalo.metrics import evaluate  # noqa: E402
+from sparsehalo.measure import evaluate  # noqa: E402
 from sparsehalo.progress import Progress  # noqa: E402
 
 

@@ -1,12 +1,8 @@
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 
 # Two cores here: keep each test process to one thread so parallel work never oversubscribes.
 torch.set_num_threads(1)
@@ -30,18 +26,3 @@ def tiny_settings():
         "run.progress=false",
         'run.device="cpu"',
     ]
-
-
-def run_cli(*args, cwd=ROOT, env=None, timeout=300):
-    """Run the installed console entry point in a subprocess."""
-    import subprocess
-
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "sparsehalo.cli", *map(str, args)],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

@@ -13,7 +13,7 @@ import torch
 
 from sparsehalo import checkpoint
 
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
 
 def _one_line_error(proc, code=2):

@@ -13,7 +13,7 @@ from sparsehalo.config import ScheduleConfig
 from sparsehalo.demo import demo_configs
 from sparsehalo.errors import CheckpointError, ConfigError, DivergenceError
 
-from conftest import ROOT
+from support import ROOT
 
 
 def make(settings, *extra):

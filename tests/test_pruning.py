@@ -138,7 +138,7 @@ def test_layer_scope_reports_an_emptied_layer():
 
 
 def test_prune_lenet300_to_exact_target():
-    from sparsehalo.metrics import sparsity_table
+    from sparsehalo.measure import sparsity_table
 
     torch.manual_seed(0)
     model = build("lenet300")

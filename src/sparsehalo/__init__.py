@@ -19,9 +19,10 @@ from . import models, sparse
 from .allocator import keep_freed_memory
 from .errors import SparsehaloError
 from .export import export_dense, export_sparse, load_sparse
-from .metrics import evaluate, sparsity_table
+from .measure import evaluate, sparsity_table
 from .penalties import HALO, L1, MCP, SCAD, SWS, GroupHALO, GroupLasso, NoPenalty, Penalty
-from .pruning import Mask, prunable_parameters, prune
+from .pruning import Mask, prune
+from .selection import prunable_parameters
 
 __version__ = "0.1.0"
 

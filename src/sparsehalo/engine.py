@@ -44,7 +44,7 @@ from .config import Config, from_dict
 from .data import Splits, load_dataset
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .measure import measure
-from .metrics import evaluate, natural_sparsity, sparsity_table
+from .measure import evaluate, natural_sparsity, sparsity_table
 from .progress import Progress
 from .pruning import Mask, MaskHandle, prunable_parameters, prune
 

@@ -12,7 +12,7 @@ import torch
 from . import checkpoint
 from .engine import CHECKPOINT, Experiment, build_model, config_of, load_run, resolve_device, test_batches
 from .errors import CheckpointError, SparsehaloError
-from .metrics import evaluate, sparsity_table
+from .measure import evaluate, sparsity_table
 from .data import load_dataset
 from .pruning import Mask, prunable_parameters, prune
 
@@ -189,7 +189,7 @@ def eval_external_checkpoint(
     Sparsity is reported over Conv2d weights (the paper's denominator) and over all parameters; the
     accuracy stored in the file, if any, is reported as such; with ``data`` the test split is evaluated.
     """
-    from .external import describe_external
+    from .measure.external import describe_external
 
     d = describe_external(path, model, num_classes, **(model_kwargs or {}))
     out = {k: v for k, v in d.items() if k not in ("model", "table")}
@@ -214,7 +214,7 @@ def energy_run(run_dir: str | Path, out: str | Path | None = None, device: str |
     to sum to one, and how many components reach 90% / 99% of the energy.  Writes ``energy.json`` and
     ``energy.png`` (cumulative energy against the fraction of channels) into ``out`` (default: the run).
     """
-    from .energy import conv_energy, energy_summary, plot_energy
+    from .measure.energy import conv_energy, energy_summary, plot_energy
 
     run_dir = Path(run_dir)
     exp, _ = load_run(run_dir, resolve_device(device) if device else None)

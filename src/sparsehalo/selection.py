@@ -62,13 +62,18 @@ def select_parameters(
     return chosen
 
 
-def resolve(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Parameter]:
-    """Look parameters up by name, with a clear error for a name the model lacks."""
-    params = dict(model.named_parameters())
-    missing = [n for n in names if n not in params]
-    if missing:
-        raise ConfigError(f"model has no parameter(s) {', '.join(missing)}")
-    return {n: params[n] for n in names}
+def prunable_parameters(
+    model: nn.Module,
+    types: Sequence[str | type] = DEFAULT_TYPES,
+    biases: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> dict[str, nn.Parameter]:
+    """Return the parameters pruning acts on by default: Conv2d and Linear weights.
+
+    Arguments are those of :func:`select_parameters`.
+    """
+    return select_parameters(model, types=types, biases=biases, include=include, exclude=exclude)
 
 
 def check_partition(model: nn.Module, groups: Mapping[str, Iterable[torch.Tensor]]) -> None:

@@ -1,6 +1,7 @@
 """Pruning: exact-target magnitude pruning and masks that keep pruned weights at zero."""
 
-from .magnitude import SCOPES, prunable_parameters, prune
+from ..selection import prunable_parameters
+from .magnitude import SCOPES, prune
 from .mask import Mask, MaskHandle
 
 __all__ = ["Mask", "MaskHandle", "SCOPES", "prunable_parameters", "prune"]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, SparsehaloError
-from ..selection import DEFAULT_TYPES, select_parameters
+from ..selection import prunable_parameters
 from .mask import Mask
 
 ScopeFn = Callable[[dict[str, torch.Tensor], float, float | None], dict[str, torch.Tensor]]
@@ -32,20 +32,6 @@ def _scope(name: str) -> Callable[[ScopeFn], ScopeFn]:
         return fn
 
     return deco
-
-
-def prunable_parameters(
-    model: nn.Module,
-    types: Sequence[str | type] = DEFAULT_TYPES,
-    biases: bool = False,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-) -> dict[str, nn.Parameter]:
-    """Return the parameters pruning acts on by default: Conv2d and Linear weights.
-
-    Arguments are those of :func:`sparsehalo.selection.select_parameters`.
-    """
-    return select_parameters(model, types=types, biases=biases, include=include, exclude=exclude)
 
 
 def _floor(min_density: float | None, n: int) -> int:

@@ -15,8 +15,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .errors import SparsehaloError
-from .pruning.magnitude import prunable_parameters
+from ..errors import SparsehaloError
+from ..selection import prunable_parameters
+from .sparsity import count_nonzero
 
 #: What the ``flops_*`` fields of :func:`measure` count.
 FLOPS_UNIT = "multiply-accumulates per example (Conv2d and Linear weights; biases excluded)"
@@ -108,7 +109,7 @@ def layer_costs(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerCos
         costs = []
         for name, m, kind in layers:
             w = m.weight.detach()
-            nonzero = int(w.count_nonzero())
+            nonzero = count_nonzero([w])[1]
             n = uses[id(m)]
             costs.append(LayerCost(name, kind, n * w.numel(), n * nonzero, w.numel(), nonzero))
         return costs
@@ -147,10 +148,8 @@ def measure(
     costs = layer_costs(model, input_shape)
     with torch.no_grad():
         params = list(model.parameters())  # shared parameters appear once
-        params_total = sum(p.numel() for p in params)
-        params_nonzero = sum(int(p.count_nonzero()) for p in params)
-        prunable_total = sum(t.numel() for t in prunable.values())
-        prunable_nonzero = sum(int(t.count_nonzero()) for t in prunable.values())
+        params_total, params_nonzero = count_nonzero(params)
+        prunable_total, prunable_nonzero = count_nonzero(prunable)
     flops_dense = sum(c.macs_dense for c in costs)
     flops_nonzero = sum(c.macs_nonzero for c in costs)
     return {

@@ -1,6 +1,6 @@
 """Inspect checkpoints produced by other code, e.g. the ones the HALO authors released.
 
-Files are read with :func:`sparsehalo.checkpoint.load` (``torch.load(weights_only=True)``), so a file
+Files are read with :func:`sparsehalo.io.load_torch` (``torch.load(weights_only=True)``), so a file
 that would run code when unpickled is refused instead of executed.  Sparsity is reported over Conv2d
 weights, the denominator the paper's "prune ratio" uses on CIFAR, and, separately, over all parameters
 (so the share of the whole network left is visible too).
@@ -9,7 +9,7 @@ Typical use::
 
     info = describe_external("res50_c100_pruned_0.7.pth.tar", "resnet", 100, depth=50)
     print(info["table"])                     # per-layer conv sparsity
-    metrics = evaluate_external(info["model"], test_batches)   # inputs normalized as in training
+    metrics = sparsehalo.evaluate(info["model"], test_batches)   # inputs normalized as in training
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint
-from .errors import CheckpointError
-from .metrics import count_parameters, evaluate, sparsity_table
-from .models import build
+from ..errors import CheckpointError
+from ..io import load_torch
+from ..models import build
+from .accuracy import count_parameters
+from .sparsity import count_nonzero, sparsity_table
 
 #: Keys under which other code commonly nests the state dict, tried in this order.
 _NESTED_KEYS = ("state_dict", "model")
@@ -64,7 +65,7 @@ def load_external(path: str | Path) -> dict:
     Raises:
         CheckpointError: if the file is missing, unsafe or corrupt, or holds no state dict.
     """
-    obj = checkpoint.load(path)
+    obj = load_torch(path)
     meta: dict = {}
     if _is_state_dict(obj):
         state = obj
@@ -162,7 +163,7 @@ def describe_external(path: str | Path, model_name: str, num_classes: int, **mod
         raise CheckpointError(f"model {model_name!r} has no Conv2d layers to measure")
     table = sparsity_table(model, conv_weights, label="Conv2d weights")
     with torch.no_grad():
-        nonzero_all = sum(int(p.count_nonzero()) for p in model.parameters())
+        nonzero_all = count_nonzero(model.parameters())[1]
     total_all = count_parameters(model)
     return {
         "model": model,
@@ -181,15 +182,3 @@ def describe_external(path: str | Path, model_name: str, num_classes: int, **mod
         "num_nonzero_parameters": nonzero_all,
         "all_sparsity": 1 - nonzero_all / total_all if total_all else 0.0,
     }
-
-
-def evaluate_external(model: nn.Module, batches: Iterable, device: torch.device | str | None = None) -> dict:
-    """Loss and accuracy of a loaded external model; see :func:`sparsehalo.metrics.evaluate`.
-
-    The inputs must be preprocessed as the checkpoint's authors did (for the released HALO CIFAR
-    checkpoints: normalization with mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010)).
-
-    Returns:
-        ``{"loss", "accuracy" (percent), "n"}``.
-    """
-    return evaluate(model, batches, device=device)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sparsehalo.errors import SparsehaloError
-from sparsehalo.metrics import (
+from sparsehalo.measure import (
     LayerSparsity,
     SparsityTable,
     count_parameters,

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from sparsehalo.errors import CheckpointError
-from sparsehalo.external import describe_external, evaluate_external, load_external
+from sparsehalo.measure import evaluate
+from sparsehalo.measure.external import describe_external, load_external
 from sparsehalo.models import build
+from support import shared_path
 
-REPO = Path(__file__).resolve().parents[1]
-RELEASED = REPO.parent / "shared" / "reference" / "halo-released"
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -25,9 +25,10 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 
 @pytest.fixture(scope="module")
 def released():
-    """describe_external of both released checkpoints, computed once."""
+    """describe_external of both released checkpoints, computed once (skipped without ../shared)."""
+    released_dir = shared_path("reference", "halo-released")
     return {
-        ratio: describe_external(RELEASED / f"res50_c100_pruned_{ratio}.pth.tar", "resnet", 100, depth=50)
+        ratio: describe_external(released_dir / f"res50_c100_pruned_{ratio}.pth.tar", "resnet", 100, depth=50)
         for ratio in ("0.7", "0.95")
     }
 
@@ -86,11 +87,11 @@ def test_mismatch_names_the_keys(tmp_path):
     assert "missing keys layer1.0.conv1.weight" in msg and "unexpected keys layer9.0.conv1.weight" in msg
     # Wrong number of classes: a shape mismatch, reported as such.
     with pytest.raises(CheckpointError) as exc:
-        describe_external(RELEASED / "res50_c100_pruned_0.7.pth.tar", "resnet", 10, depth=50)
+        describe_external(shared_path("reference", "halo-released", "res50_c100_pruned_0.7.pth.tar"), "resnet", 10, depth=50)
     assert "fc.weight 100x64 vs 10x64" in one_line(exc)
     # Wrong depth: many missing keys, only the first few quoted.
     with pytest.raises(CheckpointError) as exc:
-        describe_external(RELEASED / "res50_c100_pruned_0.7.pth.tar", "resnet", 100, depth=20)
+        describe_external(shared_path("reference", "halo-released", "res50_c100_pruned_0.7.pth.tar"), "resnet", 100, depth=20)
     assert "more)" in one_line(exc)
 
 
@@ -119,7 +120,7 @@ def test_code_executing_pickle_is_refused(tmp_path):
     assert marker.exists()
 
 
-def test_evaluate_external_matches_hand_count(released):
+def test_evaluate_on_released_model_matches_hand_count(released):
     model = released["0.7"]["model"]
     torch.manual_seed(0)
     x = torch.randn(12, 3, 32, 32)
@@ -131,7 +132,7 @@ def test_evaluate_external_matches_hand_count(released):
     expected = 100.0 * (pred == y).float().mean().item()
     model.train()
     batches = [(x[:5], y[:5]), (x[5:7], y[5:7]), (x[7:], y[7:])]
-    out = evaluate_external(model, batches)
+    out = evaluate(model, batches)
     assert 0 <= out["accuracy"] <= 100
     assert out["accuracy"] == pytest.approx(expected) and out["n"] == 12
     assert model.training  # mode restored

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write_bytes
-from .errors import SparsehaloError
+from ..io import atomic_write_bytes
+from ..errors import SparsehaloError
 
 DEFAULT_LEVELS: tuple[float, ...] = (0.90, 0.99)
 
