@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sparsehalo import checkpoint, export, models
+from sparsehalo import export, models, paths
 from sparsehalo.data import load_dataset
-from sparsehalo.engine import build_model, config_of
+from sparsehalo.io import load_torch
 from sparsehalo.pruning import prune
+from sparsehalo.training import build_model, config_of
 
 LEVELS = (0.9, 0.95, 0.98, 0.99)
 FP16_MAX_DELTA = 0.05  # accuracy points
@@ -84,8 +85,8 @@ def trained_lenet300(data, quick: bool, seed: int = 0):
 
 def run_model(run_dir: Path):
     """The final weights of a run directory, and a loader of its pruned checkpoints when present."""
-    ckpt = checkpoint.load(run_dir / "checkpoint.pt", required=("model", "config"))
-    config = config_of(ckpt, run_dir / "checkpoint.pt")
+    ckpt = load_torch(paths.checkpoint(run_dir), required=("model", "config"))
+    config = config_of(ckpt, paths.checkpoint(run_dir))
     if config.model.name != "lenet300":
         sys.exit(f"{run_dir} holds a {config.model.name}, this benchmark is about lenet300")
     model = build_model(config, 10)
@@ -104,10 +105,10 @@ def pruned_models(data, quick: bool, run_dir: Path | None, levels=LEVELS, finetu
         source = f"final weights of {run_dir}"
     out = {}
     for level in levels:
-        stored = run_dir / "pruned" / f"sparsity-{level:g}.pt" if run_dir is not None else None
+        stored = paths.pruned_checkpoint(run_dir, level) if run_dir is not None else None
         if stored is not None and stored.is_file():
             model = copy.deepcopy(base)
-            model.load_state_dict(checkpoint.load(stored, required=("model",))["model"])
+            model.load_state_dict(load_torch(stored, required=("model",))["model"])
         else:
             model = copy.deepcopy(base)
             with warnings.catch_warnings():

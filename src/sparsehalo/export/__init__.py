@@ -1,0 +1,53 @@
+"""Export networks: a compact sparse safetensors file, or a plain dense state dict.
+
+- :mod:`.encodings`: dense / bitmask / CSR / delta encodings of one tensor, the choice of the
+  smallest, and their checked decoding (pure functions, no files);
+- :mod:`.container`: the safetensors file (the ``safetensors`` package) and the strict checks of a
+  file that the package does not make;
+- :mod:`.api`: :func:`export_sparse`, :func:`export_dense`, :func:`load_sparse`, :func:`export_run`
+  (a run directory's final or pruned weights) and :func:`format_report`.
+"""
+
+from .api import (
+    export_dense,
+    export_run,
+    export_sparse,
+    find_source,
+    format_report,
+    load_sparse,
+)
+from .container import (
+    FORMAT,
+    MAX_ELEMENTS,
+    MAX_HEADER_BYTES,
+    MAX_RANK,
+    RESERVED_METADATA,
+    SEP,
+    decode_state,
+    encode_state,
+    read_metadata,
+    read_sparse_state,
+)
+from .encodings import COMPACT_ENCODINGS, COMPACT_MIN_ZEROS, ENCODINGS
+
+__all__ = [
+    "COMPACT_ENCODINGS",
+    "COMPACT_MIN_ZEROS",
+    "ENCODINGS",
+    "FORMAT",
+    "MAX_ELEMENTS",
+    "MAX_HEADER_BYTES",
+    "MAX_RANK",
+    "RESERVED_METADATA",
+    "SEP",
+    "decode_state",
+    "encode_state",
+    "export_dense",
+    "export_run",
+    "export_sparse",
+    "find_source",
+    "format_report",
+    "load_sparse",
+    "read_metadata",
+    "read_sparse_state",
+]

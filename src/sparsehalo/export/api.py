@@ -1,0 +1,260 @@
+"""Export trained or pruned networks: a compact sparse file and a plain dense state dict.
+
+:func:`export_sparse` writes every tensor of the model's state dict to a safetensors file, each
+Conv2d/Linear weight with enough zeros in its smallest encoding (:mod:`.encodings`, :mod:`.container`);
+:func:`load_sparse` reads it back, into a given model or one rebuilt from the stored config.
+:func:`export_dense` writes a plain ``torch.save`` state dict.  :func:`export_run` exports a run
+directory's final or pruned weights, finding its files through :mod:`sparsehalo.paths`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import paths
+from ..config import from_dict
+from ..data import DATASETS, normalize_name
+from ..errors import CheckpointError, ConfigError, SparsehaloError
+from ..io import atomic_write_bytes, load_torch, save_torch
+from ..measure import count_nonzero
+from ..selection import prunable_parameters
+from ..training import build_model, config_of
+from .container import MAX_ELEMENTS, encode_state, read_metadata, read_sparse_state
+
+FORMATS = ("sparse", "dense")
+
+
+def _dense_fp32_bytes(state: Mapping[str, torch.Tensor]) -> int:
+    return 4 * sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
+
+
+def _report(fmt: str, path: Path, dense_bytes: int, **extra) -> dict:
+    size = path.stat().st_size
+    return {"format": fmt, "path": str(path), "dense_fp32_bytes": dense_bytes, "file_bytes": size, "ratio": size / dense_bytes if dense_bytes else None, **extra}
+
+
+def export_sparse(model: nn.Module, path: str | Path, *, values_dtype: torch.dtype = torch.float32, metadata: dict | None = None) -> dict:
+    """Write ``model``'s state dict in the compact sparse format (atomically).
+
+    Args:
+        model: the network; its Conv2d/Linear weights with at least ``COMPACT_MIN_ZEROS`` (10%)
+            zeros are stored in the smallest of bitmask, CSR, delta indices and dense; the rest dense.
+        path: the output file (conventionally ``*.sparse.safetensors``).
+        values_dtype: dtype of the stored non-zero values (``torch.float16`` halves them; decoding
+            casts back to the original dtype).
+        metadata: extra ``{str: str}`` header entries; give ``config`` (a config JSON string) and
+            ``num_classes`` so that :func:`load_sparse` can rebuild the model on its own.
+
+    Returns:
+        ``{"format", "path", "dense_fp32_bytes", "file_bytes", "ratio", "values_dtype", "tensors"}``;
+        ``dense_fp32_bytes`` is 4 bytes per stored entry (a plain fp32 state dict's payload),
+        ``ratio`` is file bytes over that, ``tensors`` maps each name to its encoding, shape, number
+        of non-zeros and payload bytes.
+
+    Raises:
+        SparsehaloError: a bad ``values_dtype`` or metadata, or values that overflow ``float16``.
+    """
+    path = Path(path)
+    state = model.state_dict()
+    data, tensors = encode_state(state, set(prunable_parameters(model)), values_dtype, metadata)
+    atomic_write_bytes(path, lambda f: f.write(data))
+    return _report("sparse", path, _dense_fp32_bytes(state), values_dtype=str(values_dtype).removeprefix("torch."), tensors=tensors)
+
+
+def export_dense(model: nn.Module, path: str | Path) -> dict:
+    """Write ``model.state_dict()`` with ``torch.save`` (atomically).
+
+    The file loads with ``torch.load(path, weights_only=True)`` into the unmodified model class.
+
+    Returns:
+        ``{"format", "path", "dense_fp32_bytes", "file_bytes", "ratio"}``.
+    """
+    path = Path(path)
+    state = model.state_dict()
+    save_torch(path, state)
+    return _report("dense", path, _dense_fp32_bytes(state))
+
+
+def _build_from_metadata(path: Path, meta: Mapping[str, str]) -> nn.Module:
+    """The model a sparse export's ``config`` / ``num_classes`` metadata describes, untrained."""
+    if "config" not in meta:
+        raise CheckpointError(f"sparse export {str(path)!r} holds no model config; pass model= to load_sparse")
+    try:
+        config = from_dict(json.loads(meta["config"]))
+        num_classes = int(meta["num_classes"]) if "num_classes" in meta else None
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError, ConfigError) as exc:
+        raise CheckpointError(f"sparse export {str(path)!r} holds an unreadable config: {str(exc).splitlines()[0][:200]}") from None
+    if num_classes is not None and num_classes <= 0:
+        raise CheckpointError(f"sparse export {str(path)!r} has num_classes {num_classes}")
+    # Build on the meta device first: a crafted config asking for a huge model costs nothing there,
+    # and its shapes are checked against the file before any real memory is allocated.
+    try:
+        with torch.device("meta"):
+            probe = build_model(config, num_classes)
+        numel = sum(t.numel() for t in probe.state_dict().values())
+    except ConfigError as exc:
+        raise CheckpointError(f"sparse export {str(path)!r}: {exc}") from None
+    except (NotImplementedError, RuntimeError):
+        numel = 0  # a model whose constructor cannot run on meta: built directly below
+    if numel > MAX_ELEMENTS:
+        raise CheckpointError(f"sparse export {str(path)!r} describes a model of {numel:,} elements, above the {MAX_ELEMENTS:,} limit")
+    return build_model(config, num_classes)
+
+
+def load_sparse(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Load a sparse export into ``model``, or into a model rebuilt from the stored config.
+
+    Args:
+        path: a file written by :func:`export_sparse` / :func:`export_run`.
+        model: the network to load into; None rebuilds it with
+            :func:`sparsehalo.training.build_model` from the ``config`` and ``num_classes`` metadata.
+
+    Returns:
+        The model with the decoded weights loaded strictly, in eval mode.
+
+    Raises:
+        CheckpointError: invalid file, no stored config when ``model`` is None, or tensors that do
+            not match the model.
+    """
+    path = Path(path)
+    if model is None:
+        model = _build_from_metadata(path, read_metadata(path))
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    state, _ = read_sparse_state(path, expected=expected, max_elements=max(MAX_ELEMENTS, sum(math.prod(s) for s in expected.values())))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"sparse export {str(path)!r} does not fit the model: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def _num_classes(config) -> int:
+    """The number of classes of the run's dataset (what training built the model with)."""
+    key = normalize_name(config.data.name)
+    if key not in DATASETS:
+        raise SparsehaloError(f"unknown dataset {config.data.name!r} in the run's config")
+    return DATASETS[key].num_classes
+
+
+def _scope_of(sparsity: float, path: Path) -> str:
+    """The pruning scope a file of :func:`paths.pruned_checkpoints` was written with."""
+    rest = path.stem[len(paths.pruned_stem(sparsity)) :]
+    return rest.removeprefix("-") or "global"
+
+
+def _prune_command(root: Path, sparsity: float, scope: str | None) -> str:
+    extra = f" --scope {scope}" if scope not in (None, "global") else ""
+    return f"`sparsehalo prune {root} --sparsity {paths.level_name(sparsity)}{extra}`"
+
+
+def find_source(run_dir: str | Path, sparsity: float | None = None, scope: str | None = None) -> Path:
+    """The checkpoint :func:`export_run` reads: the final one, or the pruned one at ``sparsity``.
+
+    Args:
+        run_dir: a run directory.
+        sparsity: None for the final weights; else the level given to ``sparsehalo prune``.
+        scope: the pruning scope of that prune (``"global"``, ``"layer"``); None takes whichever
+            exists.
+
+    Raises:
+        SparsehaloError: ``scope`` without ``sparsity``, or no ``scope`` while prunes of several
+            scopes exist at ``sparsity``.
+        CheckpointError: no pruned checkpoint of that level (and scope); names the prune command.
+    """
+    root = Path(run_dir)
+    if sparsity is None:
+        if scope is not None:
+            raise SparsehaloError("--scope selects a pruned checkpoint; give --sparsity too")
+        return paths.checkpoint(root)
+    if scope is not None:
+        source = paths.pruned_checkpoint(root, sparsity, scope)
+        if not source.is_file():
+            raise CheckpointError(f"{str(source)!r} not found; run {_prune_command(root, sparsity, scope)} first")
+        return source
+    found = paths.pruned_checkpoints(root, sparsity)
+    if not found:
+        source = paths.pruned_checkpoint(root, sparsity)
+        raise CheckpointError(f"{str(source)!r} not found (nor a prune of another scope); run {_prune_command(root, sparsity, None)} first")
+    if len(found) > 1:
+        scopes = ", ".join(_scope_of(sparsity, p) for p in found)
+        raise SparsehaloError(f"{root} has prunes at sparsity {paths.level_name(sparsity)} of scopes {scopes}; choose one with --scope")
+    return found[0]
+
+
+def export_run(
+    run_dir: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    *,
+    sparsity: float | None = None,
+    scope: str | None = None,
+    fp16: bool = False,
+) -> dict:
+    """Export a run's weights: the final checkpoint, or the pruned one with ``sparsity``.
+
+    Args:
+        run_dir: a run directory.
+        fmt: ``"sparse"`` (compact file, see :mod:`.container`) or ``"dense"`` (plain ``torch.save``
+            state dict).
+        out: output file; default :func:`paths.sparse_export` / :func:`paths.dense_export` of the run.
+        sparsity: export the pruned checkpoint written by ``sparsehalo prune RUN_DIR --sparsity S``.
+        scope: the ``--scope`` of that prune; None takes whichever exists (see :func:`find_source`).
+        fp16: store the non-zero values as float16 (sparse format only).
+
+    Returns:
+        The report of :func:`export_sparse` / :func:`export_dense`, plus ``source`` (the checkpoint read)
+        and ``prunable_sparsity`` (zeros among Conv2d/Linear weights).
+
+    Raises:
+        SparsehaloError: bad ``fmt``, ``fp16`` with the dense format, ``scope`` without
+            ``sparsity``, or prunes of several scopes and no ``scope``.
+        CheckpointError: missing or unreadable checkpoint (naming the prune command for a missing
+            pruned one), or weights that do not fit the configured model.
+    """
+    if fmt not in FORMATS:
+        raise SparsehaloError(f"export format must be sparse or dense, got {fmt!r}")
+    if fp16 and fmt != "sparse":
+        raise SparsehaloError("--fp16 applies to --format sparse only (the dense export is a plain fp32 state dict)")
+    root = Path(run_dir)
+    source = find_source(root, sparsity, scope)
+    ckpt = load_torch(source, required=("model", "config"))
+    config = config_of(ckpt, source)
+    num_classes = _num_classes(config)
+    model = build_model(config, num_classes)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {str(source)!r} does not fit model {config.model.name!r}: {str(exc).splitlines()[0]}") from None
+    if fmt == "sparse":
+        path = Path(out) if out is not None else paths.sparse_export(root)
+        meta = {"config": json.dumps(config.to_dict(), separators=(",", ":")), "num_classes": str(num_classes), "source": source.name}
+        report = export_sparse(model, path, values_dtype=torch.float16 if fp16 else torch.float32, metadata=meta)
+    else:
+        path = Path(out) if out is not None else paths.dense_export(root)
+        report = export_dense(model, path)
+    total, nonzero = count_nonzero(prunable_parameters(model))
+    report["source"] = str(source)
+    report["prunable_sparsity"] = (total - nonzero) / total if total else 0.0
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A few human-readable lines for the CLI."""
+    lines = [
+        f"wrote {report['path']} ({report['format']}"
+        + (f", {report['values_dtype']} values" if "values_dtype" in report else "")
+        + f") from {report.get('source', 'model')}",
+        f"  {report['file_bytes']:,} bytes = {100 * report['ratio']:.2f}% of the {report['dense_fp32_bytes']:,}-byte dense fp32 payload",
+    ]
+    if "prunable_sparsity" in report:
+        lines.append(f"  prunable weights sparsity {100 * report['prunable_sparsity']:.2f}%")
+    for name, t in report.get("tensors", {}).items():
+        if t["encoding"] != "dense":
+            lines.append(f"  {name}: {t['encoding']}, {t['nonzero']:,}/{math.prod(t['shape']):,} non-zero, {t['bytes']:,} bytes")
+    return "\n".join(lines)
