@@ -4,11 +4,14 @@ Each file goes to a temporary name in the destination directory, its checksum is
 uncompressed sha256 of an IDX file; the sha256 and published md5 of a CIFAR archive), and only then
 is it renamed into place (an atomic rename on one file system).  A failed or corrupt download
 therefore never leaves a partial file behind and never replaces a good one.
+
+Downloads work on specs and import only the leaf modules (specs, paths, checksums); no loader
+imports this module.  By dataset name: :func:`sparsehalo.data.download_dataset`, and
+``load_dataset(..., download=True)`` fetches missing files here before loading them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -20,16 +23,16 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import DataError
-from .cifar import ARCHIVE_DATASETS, PickleArchiveSpec, hash_file
-from .idx import GZIP_MAGIC, read_idx_bytes
-from .mnist import IDX_DATASETS, IdxDatasetSpec, cache_root, corrupt_message, sha256_uncompressed
+from .checksums import corrupt_message, hash_file, is_gzip, sha256_uncompressed
+from .paths import cache_root
+from .specs import DownloadSpec, IdxDatasetSpec, PickleArchiveSpec
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 60.0
 
 
-def mirror_for(spec: IdxDatasetSpec | PickleArchiveSpec, base_url: str | None = None) -> str:
+def mirror_for(spec: DownloadSpec, base_url: str | None = None) -> str:
     """Base URL to fetch from: ``base_url``, else ``$<spec.mirror_env>``, else the default mirror."""
     url = base_url or os.environ.get(spec.mirror_env, "").strip() or spec.default_mirror
     return url.rstrip("/") + "/"
@@ -82,18 +85,26 @@ def fetch_verified(url: str, directory: Path, label: str, timeout: float, accept
 def _fetch(url: str, directory: Path, stem: str, expected: str, dataset: str, timeout: float) -> Path:
     def accept(tmp: Path) -> Path:
         try:
-            data = read_idx_bytes(tmp)
+            actual = sha256_uncompressed(tmp)
         except DataError:
             raise DataError(f"download failed: {url}: not valid gzip or IDX data; nothing was saved") from None
-        actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise DataError(corrupt_message(url, actual, expected, dataset) + "; nothing was saved")
-        with open(tmp, "rb") as f:
-            gzipped = f.read(2) == GZIP_MAGIC
         # Name by content so a mirror serving raw bytes still yields a correctly named file.
-        return directory / (f"{stem}.gz" if gzipped else stem)
+        return directory / (f"{stem}.gz" if is_gzip(tmp) else stem)
 
     return fetch_verified(url, directory, stem, timeout, accept)
+
+
+def _destination(spec: DownloadSpec, dest_dir: str | os.PathLike | None) -> Path:
+    """``<dest_dir or cache root>/<spec.name>``, created."""
+    root = Path(dest_dir).expanduser() if dest_dir is not None else cache_root()
+    directory = root / spec.name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create download directory {directory}: {exc.strerror or exc}") from None
+    return directory
 
 
 def download_spec(
@@ -103,13 +114,8 @@ def download_spec(
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Path:
-    """Download ``spec``'s four files into ``<dest_dir or cache root>/<spec.name>``; see :func:`download_dataset`."""
-    root = Path(dest_dir).expanduser() if dest_dir is not None else cache_root()
-    directory = root / spec.name
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create download directory {directory}: {exc.strerror or exc}") from None
+    """Download ``spec``'s four files into ``<dest_dir or cache root>/<spec.name>``; see :func:`download_files`."""
+    directory = _destination(spec, dest_dir)
     mirror = mirror_for(spec, base_url)
     for stem in spec.files:
         expected = spec.sha256[stem]
@@ -148,17 +154,12 @@ def download_archive(
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Path:
-    """Download ``spec``'s archive into ``<dest_dir or cache root>/<spec.name>``; see :func:`download_dataset`.
+    """Download ``spec``'s archive into ``<dest_dir or cache root>/<spec.name>``; see :func:`download_files`.
 
     A file already there with the right checksums is kept; a corrupt one is replaced only once a
     good download has been verified.
     """
-    root = Path(dest_dir).expanduser() if dest_dir is not None else cache_root()
-    directory = root / spec.name
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create download directory {directory}: {exc.strerror or exc}") from None
+    directory = _destination(spec, dest_dir)
     final = directory / spec.filename
     if final.is_file():
         try:
@@ -184,40 +185,38 @@ def download_archive(
     return directory
 
 
-def download_dataset(
-    name: str,
+def download_files(
+    spec: DownloadSpec,
     dest_dir: str | os.PathLike | None = None,
     base_url: str | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Path:
-    """Download a dataset, verifying each file before it is saved.
+    """Download the files of ``spec``, verifying each file before it is saved.
 
-    Files already present with the right checksum are not fetched again.
+    Files already present with the right checksum are not fetched again.  (By dataset name:
+    :func:`sparsehalo.data.download_dataset`.)
 
     Args:
-        name: ``"mnist"``, ``"fashion-mnist"`` (four IDX files each), ``"cifar10"`` or ``"cifar100"``
-            (one official python archive each).
+        spec: four IDX files (:class:`~sparsehalo.data.specs.IdxDatasetSpec`) or one official CIFAR
+            python archive (:class:`~sparsehalo.data.specs.PickleArchiveSpec`).
         dest_dir: data root; files go to ``dest_dir/<name>`` (the layout ``load_dataset(data_dir=...)``
             searches).  None means the cache, ``$XDG_CACHE_HOME/sparsehalo/<name>`` or
             ``~/.cache/sparsehalo/<name>``.
         base_url: mirror serving the files (``<file>.gz`` for IDX, the archive for CIFAR); defaults to
-            ``$SPARSEHALO_MNIST_MIRROR`` (MNIST), ``$SPARSEHALO_FASHION_MNIST_MIRROR`` (Fashion-MNIST)
-            or ``$SPARSEHALO_CIFAR_MIRROR`` (CIFAR), then the public mirror.
+            ``$<spec.mirror_env>`` (``SPARSEHALO_MNIST_MIRROR``, ``SPARSEHALO_FASHION_MNIST_MIRROR``,
+            ``SPARSEHALO_CIFAR_MIRROR``), then the public mirror.
         timeout: seconds allowed for connecting and for each read.
 
     Returns:
         The directory holding the files.
 
     Raises:
-        DataError: unknown dataset, network or HTTP error (naming the URL), or a checksum mismatch.
+        DataError: network or HTTP error (naming the URL), or a checksum mismatch.
+        TypeError: ``spec`` is not a kind that can be downloaded.
     """
-    key = name.strip().lower().replace("_", "-")
-    spec = IDX_DATASETS.get(key)
-    if spec is not None:
+    if isinstance(spec, IdxDatasetSpec):
         return download_spec(spec, dest_dir, base_url, timeout=timeout)
-    archive = ARCHIVE_DATASETS.get(key)
-    if archive is not None:
-        return download_archive(archive, dest_dir, base_url, timeout=timeout)
-    names = ", ".join(sorted({*IDX_DATASETS, *ARCHIVE_DATASETS}))
-    raise DataError(f"cannot download '{name}': downloadable datasets are {names}")
+    if isinstance(spec, PickleArchiveSpec):
+        return download_archive(spec, dest_dir, base_url, timeout=timeout)
+    raise TypeError(f"cannot download a {type(spec).__name__}")

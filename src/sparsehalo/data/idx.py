@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-
-GZIP_MAGIC = b"\x1f\x8b"
+from .checksums import GZIP_MAGIC
 
 # type code -> (big-endian numpy dtype, torch dtype)
 _CODES: dict[int, tuple[np.dtype, torch.dtype]] = {
@@ -31,12 +30,6 @@ _CODES: dict[int, tuple[np.dtype, torch.dtype]] = {
     0x0E: (np.dtype(">f8"), torch.float64),
 }
 _TORCH_TO_CODE = {tdt: code for code, (_, tdt) in _CODES.items()}
-
-
-def is_gzip(path: str | os.PathLike) -> bool:
-    """Return True if the file starts with the gzip magic bytes."""
-    with open(path, "rb") as f:
-        return f.read(2) == GZIP_MAGIC
 
 
 def read_idx_bytes(path: str | os.PathLike) -> bytes:

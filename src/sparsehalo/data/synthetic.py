@@ -59,6 +59,6 @@ def make_synthetic(
     return Splits(train=train, test=test, val=None, num_classes=num_classes, name="synthetic")
 
 
-def load_synthetic(data_dir: str | os.PathLike | None = None, download: bool = False) -> Splits:
-    """Registry loader: the default-size synthetic dataset (seed 0); ``data_dir``/``download`` are ignored."""
+def load_synthetic(data_dir: str | os.PathLike | None = None) -> Splits:
+    """Registry loader: the default-size synthetic dataset (seed 0); ``data_dir`` is ignored."""
     return make_synthetic()
