@@ -6,7 +6,7 @@
 Both run LeNet-300-100 on MNIST (no penalty, SGD with momentum, cosine schedule, batch 100) in one
 process, from the same initial weights, on the same preloaded uint8 tensors and the same shuffle order.
 The bare loop indexes a batch, converts it to float, and does forward / backward / step / schedule
-step; the engine's epoch (`engine._train_epoch`, what `sparsehalo train` runs) adds its bookkeeping
+step; the training loop's epoch (`training.loop.train_epoch`, what `sparsehalo train` runs) adds its bookkeeping
 (penalty hook, on-device loss and accuracy sums, step hooks). Epochs alternate and medians are compared.
 Per-epoch evaluation is reported separately, since the bare loop has none.
 """
@@ -18,14 +18,13 @@ import math
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from sparsehalo import config as config_mod, engine  # noqa: E402
+from sparsehalo import config as config_mod, training  # noqa: E402
+from sparsehalo.training.loop import train_epoch  # noqa: E402
 from sparsehalo.measure import evaluate  # noqa: E402
 from sparsehalo.progress import Progress  # noqa: E402
 
@@ -41,11 +40,11 @@ def main() -> int:
     if args.quick:
         sets.append("data.val_size=40000")
     cfg = config_mod.load(None, sets)
-    exp = engine.build(cfg)
+    exp = training.build(cfg)
     train = exp.data.train
 
     torch.manual_seed(0)
-    bare_model = engine.build_model(cfg, 10)
+    bare_model = training.build_model(cfg, 10)
     bare_model.load_state_dict(exp.model.state_dict())
     bare_opt = torch.optim.SGD(bare_model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
     steps_total = exp.steps_per_epoch * cfg.train.epochs
@@ -66,14 +65,14 @@ def main() -> int:
             bare_sched.step()
 
     def ours(epoch: int) -> None:
-        engine._train_epoch(exp, epoch, Progress(exp.steps_per_epoch, enabled=False))
+        train_epoch(exp, epoch, Progress(exp.steps_per_epoch, enabled=False))
 
     rounds = args.rounds or (3 if args.quick else 7)
     t_bare, t_ours, t_eval = [], [], []
     for r in range(rounds + 1):
         t = time.perf_counter(); bare_epoch(r); tb = time.perf_counter() - t
         t = time.perf_counter(); ours(r); to = time.perf_counter() - t
-        t = time.perf_counter(); evaluate(exp.model, engine.test_batches(exp)); te = time.perf_counter() - t
+        t = time.perf_counter(); evaluate(exp.model, exp.batches()); te = time.perf_counter() - t
         if r:  # the first round warms up
             t_bare.append(tb); t_ours.append(to); t_eval.append(te)
     b, o, e = statistics.median(t_bare), statistics.median(t_ours), statistics.median(t_eval)

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from sparsehalo import checkpoint
+from sparsehalo.io import load_torch
 
 from support import ROOT, run_cli
 
@@ -181,13 +181,13 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (run_b / "summary.json").exists()
-    assert checkpoint.load(run_b / "checkpoint.pt")["epoch"] < 3
+    assert load_torch(run_b / "checkpoint.pt")["epoch"] < 3
 
     again = subprocess.run(cmd(tmp_path / "b"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().splitlines()[-1] == str(run_b)
-    a = checkpoint.load(os.path.join(run_a, "checkpoint.pt"))
-    b = checkpoint.load(run_b / "checkpoint.pt")
+    a = load_torch(os.path.join(run_a, "checkpoint.pt"))
+    b = load_torch(run_b / "checkpoint.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for k in a["penalty"]:

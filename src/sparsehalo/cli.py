@@ -42,7 +42,7 @@ def _sparsity(text: str) -> float:
 
 def cmd_train(args) -> int:
     from . import config as config_mod
-    from .engine import train
+    from .training import train
 
     overrides = list(args.set or [])
     if args.device:
@@ -83,7 +83,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from .runs import prune_run
+    from .posthoc import prune_run
 
     s = prune_run(args.run_dir, args.sparsity, scope=args.scope, min_density=args.min_density, device=args.device)
     if args.json:
@@ -102,7 +102,7 @@ def cmd_prune(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .runs import sweep_run
+    from .posthoc import sweep_run
 
     rows = sweep_run(args.run_dir, args.sparsities, scope=args.scope, device=args.device)
     print(f"{'requested':>10}{'measured':>10}{'test acc':>10}")
@@ -113,7 +113,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .runs import eval_checkpoint, eval_external_checkpoint
+    from .posthoc import eval_checkpoint, eval_external_checkpoint
 
     if args.model:
         kwargs = {"depth": args.depth} if args.depth is not None else {}
@@ -136,7 +136,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_analyze_energy(args) -> int:
-    from .runs import energy_run
+    from .posthoc import energy_run
 
     r = energy_run(args.run_dir, out=args.out, device=args.device)
     if args.json:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from . import checkpoint, config as config_mod
-from .engine import train
+from . import config as config_mod
+from .io import atomic_write_text
+from .training import train
 
 DEMO_EPOCHS = 20
 LEVELS = [0.9, 0.95, 0.98, 0.985, 0.99, 0.995, 0.996]
@@ -68,5 +69,5 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = DEMO_EPOCHS, extra: li
         echo(f"== {label} ==")
         summaries[label] = train(cfg, cfg.run_dir(out), echo=echo)
     table = format_table(summaries)
-    checkpoint.atomic_write_text(out / "results.md", table + "\n")
+    atomic_write_text(out / "results.md", table + "\n")
     return table

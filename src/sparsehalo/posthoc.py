@@ -1,128 +1,83 @@
-"""Operations on finished runs: prune, sweep, evaluate.  The CLI commands are thin wrappers."""
+"""Operations on a finished run: prune, sweep, evaluate, energy.  The CLI commands are thin wrappers.
+
+Every pruned measurement goes through :func:`sparsehalo.training.evaluate.pruned_report` (the one
+prune-a-copy-and-measure); every file is named by :mod:`sparsehalo.paths`.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
-import torch
-
-from . import checkpoint
-from .engine import CHECKPOINT, Experiment, build_model, config_of, load_run, resolve_device, test_batches
-from .errors import CheckpointError, SparsehaloError
-from .measure import evaluate, sparsity_table
+from . import paths
 from .data import load_dataset
-from .pruning import Mask, prunable_parameters, prune
+from .errors import CheckpointError, SparsehaloError
+from .io import load_torch, new_figure, save_figure, save_torch, write_csv, write_json
+from .measure import evaluate, sparsity_table
+from .pruning import Mask
+from .selection import prunable_parameters
+from .training import build_model, config_of, load_run, resolve_device
+from .training.evaluate import pruned_report
 
 PRUNED_FORMAT = "sparsehalo-pruned-1"
 
 
-def _level_name(sparsity: float) -> str:
-    return f"{sparsity:g}"
+def _load(run_dir: Path, device: str | None):
+    return load_run(run_dir, resolve_device(device) if device else None)[0]
 
 
-def _layer_rows(table) -> list[dict]:
-    return [
-        {"name": r.name, "total": r.total, "nonzero": r.nonzero, "sparsity": r.sparsity}
-        for r in table.rows
-    ]
-
-
-def prune_experiment(exp: Experiment, sparsity: float, scope: str = "global", min_density: float | None = None) -> tuple[dict, Mask]:
-    """Prune ``exp.model`` in place by magnitude and measure it before and after (no fine-tuning)."""
+def _check_sparsity(sparsity: float) -> None:
     if not 0.0 <= sparsity < 1.0:
         raise SparsehaloError(f"--sparsity must be in [0, 1), got {sparsity}")
-    before = evaluate(exp.model, test_batches(exp))
-    params = exp.prunable()
-    natural_before = sparsity_table(exp.model, params, eps=exp.config.prune.eps, label="prunable weights")
-    mask = prune(exp.model, sparsity, scope=scope, params=params, min_density=min_density)
-    after = evaluate(exp.model, test_batches(exp))
-    table = sparsity_table(exp.model, params, eps=exp.config.prune.eps, label="prunable weights")
-    summary = {
-        "run": exp.config.name,
-        "config_hash": exp.config.hash(),
-        "scope": scope,
-        "min_density": min_density,
-        "fine_tuned": False,
-        "test_accuracy_before": before["accuracy"],
-        "test_accuracy_after": after["accuracy"],
-        "test_loss_before": before["loss"],
-        "test_loss_after": after["loss"],
-        "sparsity_requested": sparsity,
-        "sparsity_measured": table.sparsity,
-        "natural_sparsity_before": natural_before.natural_sparsity,
-        "natural_eps": exp.config.prune.eps,
-        "denominator": table.denominator,
-        "prunable_total": table.total,
-        "prunable_nonzero": table.nonzero,
-        "parameters_total": sum(p.numel() for p in exp.model.parameters()),
-        "parameters_nonzero": int(sum(int((p != 0).sum()) for p in exp.model.parameters())),
-        "empty_layers": list(mask.empty_layers),
-        "layers": _layer_rows(table),
-    }
-    return summary, mask
 
 
 def prune_run(run_dir: str | Path, sparsity: float, scope: str = "global", min_density: float | None = None, device: str | None = None) -> dict:
-    """Prune a finished run's final weights; writes ``pruned/sparsity-S.pt`` and ``.json``."""
+    """Prune a finished run's final weights; writes ``pruned/sparsity-S[-scope].pt`` and ``.json``."""
+    _check_sparsity(sparsity)
     run_dir = Path(run_dir)
-    exp, _ = load_run(run_dir, resolve_device(device) if device else None)
-    summary, mask = prune_experiment(exp, sparsity, scope, min_density)
-    out = run_dir / "pruned"
-    stem = f"sparsity-{_level_name(sparsity)}" + ("" if scope == "global" else f"-{scope}")
-    checkpoint.save(
-        out / f"{stem}.pt",
-        {
+    state = _load(run_dir, device)
+    with pruned_report(state, sparsity, scope, min_density) as (summary, mask):
+        ckpt_path = paths.pruned_checkpoint(run_dir, sparsity, scope)
+        save_torch(ckpt_path, {
             "format": PRUNED_FORMAT,
-            "config": json.dumps(exp.config.to_dict()),
-            "model": exp.model.state_dict(),
+            "config": json.dumps(state.config.to_dict()),
+            "model": state.model.state_dict(),
             "mask": mask.state_dict(),
             "sparsity_requested": sparsity,
             "scope": scope,
-        },
-    )
-    summary["checkpoint"] = str(out / f"{stem}.pt")
-    checkpoint.write_json(out / f"{stem}.json", summary)
+        })
+    summary["checkpoint"] = str(ckpt_path)
+    write_json(paths.pruned_summary(run_dir, sparsity, scope), summary)
     return summary
 
 
 def sweep_run(run_dir: str | Path, sparsities: list[float], scope: str = "global", device: str | None = None) -> list[dict]:
     """Accuracy after pruning the final weights at each sparsity; writes ``sweep.csv`` and ``sweep.png``."""
+    for s in sparsities:
+        _check_sparsity(s)
     run_dir = Path(run_dir)
-    exp, _ = load_run(run_dir, resolve_device(device) if device else None)
-    saved = {n: p.detach().clone() for n, p in exp.model.state_dict().items()}
+    state = _load(run_dir, device)
     rows = []
     for s in sparsities:
-        exp.model.load_state_dict(saved)
-        summary, _ = prune_experiment(exp, s, scope)
-        rows.append(
-            {
+        with pruned_report(state, s, scope) as (summary, _):
+            rows.append({
                 "sparsity_requested": s,
                 "sparsity_measured": summary["sparsity_measured"],
                 "test_accuracy": summary["test_accuracy_after"],
                 "test_accuracy_dense": summary["test_accuracy_before"],
                 "prunable_total": summary["prunable_total"],
                 "prunable_nonzero": summary["prunable_nonzero"],
-            }
-        )
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    checkpoint.atomic_write_text(run_dir / "sweep.csv", buf.getvalue())
-    plot_sweep(rows, run_dir / "sweep.png", title=f"{exp.config.name} ({exp.config.model.name}, {scope} magnitude pruning)", denominator=summary["denominator"])
+            })
+    write_csv(paths.sweep_csv(run_dir), rows)
+    plot_sweep(rows, paths.sweep_png(run_dir), title=f"{state.config.name} ({state.config.model.name}, {scope} magnitude pruning)",
+               denominator=summary["denominator"])
     return rows
 
 
 def plot_sweep(rows: list[dict], path: Path, title: str, denominator: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Test accuracy against the share of weights kept (log scale), with the unpruned accuracy."""
+    fig = new_figure((6, 4))
+    ax = fig.add_subplot()
     density = [100 * (1 - r["sparsity_measured"]) for r in rows]
     ax.plot(density, [r["test_accuracy"] for r in rows], "o-", label="pruned, no fine-tuning")
     ax.axhline(rows[0]["test_accuracy_dense"], color="grey", ls="--", label="before pruning")
@@ -134,16 +89,13 @@ def plot_sweep(rows: list[dict], path: Path, title: str, denominator: str) -> No
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    checkpoint.atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
+    save_figure(fig, path)
 
 
 def eval_checkpoint(path: str | Path, device: str | None = None, data_dir: str | None = None) -> dict:
     """Evaluate a sparsehalo checkpoint (training or pruned) on its dataset's test split."""
     path = Path(path)
-    ckpt = checkpoint.load(path, required=("model", "config"))
+    ckpt = load_torch(path, required=("model", "config"))
     config = config_of(ckpt, path)
     if data_dir:
         config.run.data_dir = data_dir
@@ -156,11 +108,11 @@ def eval_checkpoint(path: str | Path, device: str | None = None, data_dir: str |
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit model {config.model.name!r}: {str(exc).splitlines()[0]}") from None
-    if "mask" in ckpt:
-        mask = Mask.from_state_dict(ckpt["mask"])
-        mask.check(model)
+    if ckpt.get("mask") is not None:  # a one-shot run's training checkpoint holds no mask
+        Mask.from_state_dict(ckpt["mask"]).check(model)
     r = evaluate(model, data.test.batches(config.data.eval_batch_size))
-    table = sparsity_table(model, prunable_parameters(model, types=tuple(config.prune.types), biases=config.prune.biases), eps=config.prune.eps, label="prunable weights")
+    table = sparsity_table(model, prunable_parameters(model, types=tuple(config.prune.types), biases=config.prune.biases),
+                           eps=config.prune.eps, label="prunable weights")
     return {
         "checkpoint": str(path),
         "format": ckpt.get("format", "unknown"),
@@ -175,15 +127,8 @@ def eval_checkpoint(path: str | Path, device: str | None = None, data_dir: str |
     }
 
 
-def eval_external_checkpoint(
-    path: str | Path,
-    model: str,
-    num_classes: int,
-    model_kwargs: dict | None = None,
-    data: str | None = None,
-    data_dir: str | None = None,
-    device: str | None = None,
-) -> dict:
+def eval_external_checkpoint(path: str | Path, model: str, num_classes: int, model_kwargs: dict | None = None,
+                             data: str | None = None, data_dir: str | None = None, device: str | None = None) -> dict:
     """Measure a checkpoint saved by other code (e.g. the HALO authors' release) and optionally evaluate it.
 
     Sparsity is reported over Conv2d weights (the paper's denominator) and over all parameters; the
@@ -201,8 +146,7 @@ def eval_external_checkpoint(
         splits = load_dataset(data, data_dir).to(dev)
         if splits.num_classes != num_classes:
             raise SparsehaloError(f"dataset {data!r} has {splits.num_classes} classes, the model {num_classes}")
-        net = d["model"].to(dev)
-        r = evaluate(net, splits.test.batches(500))
+        r = evaluate(d["model"].to(dev), splits.test.batches(500))
         out["test_accuracy"], out["test_loss"], out["dataset"] = r["accuracy"], r["loss"], data
     return out
 
@@ -217,14 +161,14 @@ def energy_run(run_dir: str | Path, out: str | Path | None = None, device: str |
     from .measure.energy import conv_energy, energy_summary, plot_energy
 
     run_dir = Path(run_dir)
-    exp, _ = load_run(run_dir, resolve_device(device) if device else None)
-    spectra = conv_energy(exp.model, test_batches(exp))
+    state = _load(run_dir, device)
+    spectra = conv_energy(state.model, state.batches())
     if not spectra:
-        raise SparsehaloError(f"model {exp.config.model.name!r} has no Conv2d layer to analyze")
+        raise SparsehaloError(f"model {state.config.model.name!r} has no Conv2d layer to analyze")
     out = Path(out) if out else run_dir
-    summary = {"run": exp.config.name, "split": "test", "layers": energy_summary(spectra),
+    summary = {"run": state.config.name, "split": "test", "layers": energy_summary(spectra),
                "spectra": {k: v.tolist() for k, v in spectra.items()}}
-    checkpoint.write_json(out / "energy.json", summary)
-    plot_energy(spectra, out / "energy.png", title=f"{exp.config.name}: energy of pooled conv outputs (test set)")
-    summary["plot"] = str(out / "energy.png")
+    write_json(paths.energy_json(out), summary)
+    plot_energy(spectra, paths.energy_png(out), title=f"{state.config.name}: energy of pooled conv outputs (test set)")
+    summary["plot"] = str(paths.energy_png(out))
     return summary

@@ -1,14 +1,16 @@
-"""Pruning baselines under the one engine: each method's defining invariant, and resume across phases."""
+"""Pruning baselines under the one training loop: each method's defining invariant, and resume across phases."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sparsehalo import checkpoint, engine, methods
+from sparsehalo import training
+from sparsehalo.io import load_torch
+from sparsehalo.progress import Progress
+from sparsehalo.training import checkpointing, loop
 from sparsehalo import config as config_mod
-from sparsehalo.methods import cubic_sparsity, random_mask, snip_scores, split_epochs
-from sparsehalo.methods.snip import mask_from_scores
+from sparsehalo.methods import cubic_sparsity, split_epochs
+from sparsehalo.pruning import mask_from_scores, random_mask, snip_scores
 
 N = 266200  # LeNet-300-100 prunable weights
 
@@ -41,7 +43,7 @@ def test_gmp_is_at_scheduled_sparsity_at_every_pruning_step(tiny_settings):
     # 512 / 64 = 8 steps per epoch; prune every 2 steps from step 4 to step 12
     cfg = make(tiny_settings, 'method.name="gmp"', "method.sparsity=0.9",
                "method.options={start_epoch=0.5, end_epoch=1.5, frequency=2}", "train.epochs=2")
-    exp = engine.build(cfg)
+    exp = training.build(cfg)
     plan = exp.method.schedule_steps(exp)
     assert [t for t, _ in plan] == [4, 6, 8, 10, 12]
     seen, masks = [], []
@@ -57,7 +59,7 @@ def test_gmp_is_at_scheduled_sparsity_at_every_pruning_step(tiny_settings):
     exp.method.after_step = recording
     exp.method.begin_phase(exp, 0)
     for epoch in range(2):
-        engine._train_epoch(exp, epoch, engine.Progress(1, enabled=False))
+        loop.train_epoch(exp, epoch, Progress(1, enabled=False))
     assert [t for t, _ in seen] == [t for t, _ in plan]
     for (t, s), (_, measured) in zip(plan, seen):
         assert measured == round(s * N) / N, (t, s, measured)
@@ -70,14 +72,14 @@ def test_gmp_is_at_scheduled_sparsity_at_every_pruning_step(tiny_settings):
 def test_imp_never_revives_and_rewinds_to_init(tiny_settings):
     cfg = make(tiny_settings, 'method.name="imp"', "method.sparsity=0.875", "method.options={rounds=3}",
                "train.epochs=4", "optim.weight_decay=1e-3")
-    exp = engine.build(cfg)
+    exp = training.build(cfg)
     init = {n: p.detach().clone() for n, p in exp.prunable().items()}
     assert exp.phases == [1, 1, 1, 1]
     masks = []
     for epoch in range(4):
         phase, first = exp.phase_of(epoch)
         if phase > 0:
-            engine.start_phase_optimizer(exp, phase)
+            exp.start_phase(phase)
         exp.method.begin_phase(exp, phase)
         if phase > 0:
             masks.append({n: m.clone() for n, m in exp.mask.items()})
@@ -86,7 +88,7 @@ def test_imp_never_revives_and_rewinds_to_init(tiny_settings):
                 assert torch.equal(p[masks[-1][n]], init[n][masks[-1][n]])
             target = 1 - (1 - 0.875) ** (phase / 3)
             assert prunable_zero_fraction(exp) == round(target * N) / N
-        engine._train_epoch(exp, epoch, engine.Progress(1, enabled=False))
+        loop.train_epoch(exp, epoch, Progress(1, enabled=False))
     for a, b in zip(masks, masks[1:]):
         assert all(not (b[n] & ~a[n]).any() for n in a)
     assert prunable_zero_fraction(exp) == round(0.875 * N) / N  # still exact after the last training
@@ -110,10 +112,10 @@ def test_snip_scores_equal_abs_grad_times_weight_by_hand():
 
 def test_snip_run_keeps_exact_sparsity(tiny_settings):
     cfg = make(tiny_settings, 'method.name="snip"', "method.sparsity=0.95", "train.epochs=1")
-    exp = engine.build(cfg)
+    exp = training.build(cfg)
     exp.method.begin_phase(exp, 0)
     assert prunable_zero_fraction(exp) == round(0.95 * N) / N
-    engine._train_epoch(exp, 0, engine.Progress(1, enabled=False))
+    loop.train_epoch(exp, 0, Progress(1, enabled=False))
     assert prunable_zero_fraction(exp) == round(0.95 * N) / N
 
 
@@ -129,7 +131,7 @@ def test_random_mask_matches_requested_layer_densities():
 @pytest.mark.parametrize("source", ["uniform", "snip", "magnitude"])
 def test_random_method_densities(tiny_settings, source):
     cfg = make(tiny_settings, 'method.name="random"', "method.sparsity=0.9", f'method.options={{densities="{source}"}}')
-    exp = engine.build(cfg)
+    exp = training.build(cfg)
     wanted = exp.method.layer_densities(exp)
     exp.method.begin_phase(exp, 0)
     for s in exp.mask.layer_stats():
@@ -143,12 +145,12 @@ def test_random_method_densities(tiny_settings, source):
 def test_finetune_prunes_then_keeps_zeros_and_lowers_lr(tmp_path, tiny_settings):
     cfg = make(tiny_settings, 'method.name="finetune"', "method.sparsity=0.9", "method.options={finetune_epochs=1}",
                "train.epochs=3", "optim.weight_decay=1e-2")
-    s = engine.train(cfg, tmp_path / "ft", echo=lambda m: None)
+    s = training.train(cfg, tmp_path / "ft", echo=lambda m: None)
     assert s["phases"] == [2, 1] and s["label"] == "magnitude+FT"
     (pt,) = s["points"]
     assert pt["sparsity_requested"] == 0.9 and pt["fine_tuned"] is True
     assert pt["sparsity_measured"] == round(0.9 * N) / N
-    ck = checkpoint.load(tmp_path / "ft" / "checkpoint.pt")
+    ck = load_torch(tmp_path / "ft" / "checkpoint.pt")
     w = ck["model"]["fc1.weight"]
     assert torch.equal(w == 0, ~ck["mask"]["fc1.weight"])
     assert ck["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(0.1 * cfg.optim.lr)
@@ -156,7 +158,7 @@ def test_finetune_prunes_then_keeps_zeros_and_lowers_lr(tmp_path, tiny_settings)
 
 def test_oneshot_summary_points_and_costs(tmp_path, tiny_settings):
     cfg = config_mod.load(None, tiny_settings)
-    s = engine.train(cfg, tmp_path / "r", echo=lambda m: None)
+    s = training.train(cfg, tmp_path / "r", echo=lambda m: None)
     assert [p["sparsity_requested"] for p in s["points"]] == [0.0, 0.5, 0.9]
     p9 = s["points"][2]
     assert p9["sparsity_measured"] == round(0.9 * N) / N and p9["fine_tuned"] is False
@@ -170,9 +172,9 @@ def test_oneshot_summary_points_and_costs(tmp_path, tiny_settings):
 def test_multiphase_resume_is_bit_identical(tmp_path, tiny_settings, monkeypatch, stop_after):
     cfg = make(tiny_settings, 'method.name="imp"', "method.sparsity=0.75", "method.options={rounds=1, rewind_step=3}",
                "train.epochs=4")
-    full = engine.train(cfg, tmp_path / "full", echo=lambda m: None)
+    full = training.train(cfg, tmp_path / "full", echo=lambda m: None)
 
-    real_save = engine.save_checkpoint
+    real_save = checkpointing.save
 
     class Killed(Exception):
         pass
@@ -182,13 +184,13 @@ def test_multiphase_resume_is_bit_identical(tmp_path, tiny_settings, monkeypatch
         if epoch == stop_after:
             raise Killed
 
-    monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpointing, "save", save_then_die)
     with pytest.raises(Killed):
-        engine.train(cfg, tmp_path / "part", echo=lambda m: None)
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    resumed = engine.train(cfg, tmp_path / "part", echo=lambda m: None)
-    a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")
-    b = checkpoint.load(tmp_path / "part" / "checkpoint.pt")
+        training.train(cfg, tmp_path / "part", echo=lambda m: None)
+    monkeypatch.setattr(checkpointing, "save", real_save)
+    resumed = training.train(cfg, tmp_path / "part", echo=lambda m: None)
+    a = load_torch(tmp_path / "full" / "checkpoint.pt")
+    b = load_torch(tmp_path / "part" / "checkpoint.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert resumed["points"][0]["test_accuracy"] == full["points"][0]["test_accuracy"]
@@ -198,8 +200,8 @@ def test_unknown_method_and_bad_options(tiny_settings):
     from sparsehalo.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown method"):
-        engine.build(make(tiny_settings, 'method.name="obd"'))
+        training.build(make(tiny_settings, 'method.name="obd"'))
     with pytest.raises(ConfigError, match="rounds"):
-        engine.build(make(tiny_settings, 'method.name="imp"', "method.sparsity=0.5", "method.options={round=2}"))
+        training.build(make(tiny_settings, 'method.name="imp"', "method.sparsity=0.5", "method.options={round=2}"))
     with pytest.raises(ConfigError, match="sparsity"):
-        engine.build(make(tiny_settings, 'method.name="snip"'))
+        training.build(make(tiny_settings, 'method.name="snip"'))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +10,8 @@ from torch import nn
 from sparsehalo.errors import ConfigError
 from sparsehalo.models import build, names
 from sparsehalo.models.resnet import BasicBlock, Bottleneck
+from support import shared_path
 
-REPO = Path(__file__).resolve().parents[1]
-RELEASED = REPO.parent / "shared" / "reference" / "halo-released"
 CHECKPOINTS = ["res50_c100_pruned_0.7.pth.tar", "res50_c100_pruned_0.95.pth.tar"]
 
 
@@ -80,7 +78,7 @@ def test_resnet_invalid_depth(depth):
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
 def test_released_checkpoints_load_strictly(name):
-    obj = torch.load(RELEASED / name, map_location="cpu", weights_only=True)
+    obj = torch.load(shared_path("reference", "halo-released", name), map_location="cpu", weights_only=True)
     state = {k.removeprefix("module."): v for k, v in obj["state_dict"].items()}
     model = build("resnet", depth=50, num_classes=100)
     assert len(state) == len(model.state_dict()) == 308

@@ -1,4 +1,4 @@
-"""The training engine: run directory contents, resume, schedules, divergence, config hashing."""
+"""The training loop: run directory contents, resume, schedules, divergence, config hashing."""
 
 import csv
 import json
@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from sparsehalo import config as config_mod
-from sparsehalo import checkpoint, engine, schedules
+from sparsehalo import schedules, training
+from sparsehalo.io import load_torch, write_json
+from sparsehalo.progress import Progress
+from sparsehalo.training import checkpointing, loop, summary as summary_mod
 from sparsehalo.config import ScheduleConfig
 from sparsehalo.demo import demo_configs
 from sparsehalo.errors import CheckpointError, ConfigError, DivergenceError
@@ -23,7 +26,7 @@ def make(settings, *extra):
 def test_train_writes_run_directory(tmp_path, tiny_settings):
     cfg = make(tiny_settings)
     run = cfg.run_dir(tmp_path)
-    summary = engine.train(cfg, run, echo=lambda s: None)
+    summary = training.train(cfg, run, echo=lambda s: None)
     for name in ("config.json", "metrics.csv", "checkpoint.pt", "summary.json"):
         assert (run / name).is_file(), name
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -34,44 +37,44 @@ def test_train_writes_run_directory(tmp_path, tiny_settings):
     assert summary["sparsity"]["total"] == 266200
     assert set(summary["pruned_test_accuracy"]) == {"0.5", "0.9"}
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
-    ckpt = checkpoint.load(run / "checkpoint.pt")
+    ckpt = load_torch(run / "checkpoint.pt")
     assert ckpt["epoch"] == 2 and "penalty" in ckpt and "scales.fc1__weight" in ckpt["penalty"]
 
 
 def test_finished_run_is_skipped(tmp_path, tiny_settings):
     cfg = make(tiny_settings, "train.epochs=1")
     run = cfg.run_dir(tmp_path)
-    engine.train(cfg, run, echo=lambda s: None)
+    training.train(cfg, run, echo=lambda s: None)
     stamp = (run / "checkpoint.pt").stat().st_mtime_ns
     said = []
-    engine.train(cfg, run, echo=said.append)
+    training.train(cfg, run, echo=said.append)
     assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
     assert any("already finished" in s for s in said)
 
 
 def test_other_config_in_same_directory_is_refused(tmp_path, tiny_settings):
     run = tmp_path / "run"
-    engine.train(make(tiny_settings, "train.epochs=1"), run, echo=lambda s: None)
+    training.train(make(tiny_settings, "train.epochs=1"), run, echo=lambda s: None)
     with pytest.raises(ConfigError, match="different config"):
-        engine.train(make(tiny_settings, "train.epochs=1", "train.seed=5"), run, echo=lambda s: None)
+        training.train(make(tiny_settings, "train.epochs=1", "train.seed=5"), run, echo=lambda s: None)
 
 
 def test_resume_is_bit_identical(tmp_path, tiny_settings):
     """Stop after epoch 1 (as a kill would), resume, and match an uninterrupted run exactly."""
     cfg3 = make(tiny_settings, "train.epochs=3", 'optim.weight_decay=1e-4')
-    full = engine.train(cfg3, tmp_path / "full", echo=lambda s: None)
+    full = training.train(cfg3, tmp_path / "full", echo=lambda s: None)
     part = tmp_path / "part"
-    exp = engine.build(cfg3)
-    stats = engine._train_epoch(exp, 0, engine.Progress(1, enabled=False))
-    row = engine.epoch_metrics(exp, 0, stats, final=False)
+    exp = training.build(cfg3)
+    stats = loop.train_epoch(exp, 0, Progress(1, enabled=False))
+    row = summary_mod.epoch_row(exp, 0, stats, final=False)
     part.mkdir()
-    checkpoint.write_json(part / "config.json", cfg3.to_dict())
-    engine.save_checkpoint(exp, part / "checkpoint.pt", 1, [row])
+    write_json(part / "config.json", cfg3.to_dict())
+    checkpointing.save(exp, part / "checkpoint.pt", 1, [row])
     said = []
-    resumed = engine.train(cfg3, part, echo=said.append)
+    resumed = training.train(cfg3, part, echo=said.append)
     assert any("resuming" in s for s in said)
-    a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")
-    b = checkpoint.load(part / "checkpoint.pt")
+    a = load_torch(tmp_path / "full" / "checkpoint.pt")
+    b = load_torch(part / "checkpoint.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for k in a["penalty"]:
@@ -80,12 +83,12 @@ def test_resume_is_bit_identical(tmp_path, tiny_settings):
 
 
 def test_seed_changes_result_and_same_seed_repeats(tmp_path, tiny_settings):
-    a = engine.train(make(tiny_settings, "train.epochs=1"), tmp_path / "a", echo=lambda s: None)
-    b = engine.train(make(tiny_settings, "train.epochs=1"), tmp_path / "b", echo=lambda s: None)
-    c = engine.train(make(tiny_settings, "train.epochs=1", "train.seed=1"), tmp_path / "c", echo=lambda s: None)
-    ma = checkpoint.load(tmp_path / "a" / "checkpoint.pt")["model"]["fc1.weight"]
-    mb = checkpoint.load(tmp_path / "b" / "checkpoint.pt")["model"]["fc1.weight"]
-    mc = checkpoint.load(tmp_path / "c" / "checkpoint.pt")["model"]["fc1.weight"]
+    a = training.train(make(tiny_settings, "train.epochs=1"), tmp_path / "a", echo=lambda s: None)
+    b = training.train(make(tiny_settings, "train.epochs=1"), tmp_path / "b", echo=lambda s: None)
+    c = training.train(make(tiny_settings, "train.epochs=1", "train.seed=1"), tmp_path / "c", echo=lambda s: None)
+    ma = load_torch(tmp_path / "a" / "checkpoint.pt")["model"]["fc1.weight"]
+    mb = load_torch(tmp_path / "b" / "checkpoint.pt")["model"]["fc1.weight"]
+    mc = load_torch(tmp_path / "c" / "checkpoint.pt")["model"]["fc1.weight"]
     assert torch.equal(ma, mb) and not torch.equal(ma, mc)
     assert a["final"]["train_loss"] == b["final"]["train_loss"]
 
@@ -116,8 +119,8 @@ def test_schedule_applied_once_per_step_to_every_group(tmp_path, tiny_settings):
         "optim.lr=0.2",
         "penalty.scale_lr=0.02",
     )
-    engine.train(cfg, tmp_path / "r", echo=lambda s: None)
-    groups = checkpoint.load(tmp_path / "r" / "checkpoint.pt")["optimizer"]["param_groups"]
+    training.train(cfg, tmp_path / "r", echo=lambda s: None)
+    groups = load_torch(tmp_path / "r" / "checkpoint.pt")["optimizer"]["param_groups"]
     assert [g["name"] for g in groups] == ["model", "penalty:halo"]
     # after 16 steps both milestones (8 and 12) passed exactly once: lr = initial * 0.25
     assert groups[0]["lr"] == pytest.approx(0.2 * 0.25, rel=1e-12)
@@ -130,12 +133,12 @@ def test_schedule_applied_once_per_step_to_every_group(tmp_path, tiny_settings):
 def test_divergence_is_reported_and_keeps_last_checkpoint(tmp_path, tiny_settings):
     cfg = make(tiny_settings, "train.epochs=1")
     run = cfg.run_dir(tmp_path)
-    engine.train(cfg, run, echo=lambda s: None)
+    training.train(cfg, run, echo=lambda s: None)
     (run / "summary.json").unlink()
     before = (run / "checkpoint.pt").read_bytes()
     bad = make(tiny_settings, "train.epochs=3", "optim.lr=1e30")
     with pytest.raises(DivergenceError, match="non-finite loss"):
-        engine.train(bad, tmp_path / "bad", echo=lambda s: None)
+        training.train(bad, tmp_path / "bad", echo=lambda s: None)
     assert not (tmp_path / "bad" / "checkpoint.pt").exists()
     assert (run / "checkpoint.pt").read_bytes() == before
 
@@ -170,7 +173,7 @@ def test_bad_config_keys(override, message):
 
 def test_penalty_option_the_class_does_not_take(tmp_path, tiny_settings):
     with pytest.raises(ConfigError, match="psi"):
-        engine.build(make(tiny_settings, 'penalty.name="l1"', "penalty.psi=0.1"))
+        training.build(make(tiny_settings, 'penalty.name="l1"', "penalty.psi=0.1"))
 
 
 def test_every_shipped_config_parses_and_builds():
@@ -192,7 +195,7 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
     p = tmp_path / "checkpoint.pt"
     p.write_bytes(b"not a zip file at all")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        checkpoint.load(p)
+        load_torch(p)
 
 
 def test_config_extends(tmp_path):
@@ -210,14 +213,14 @@ def test_config_extends(tmp_path):
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_trains_and_differs_from_fp32(tmp_path, tiny_settings, amp):
-    base = engine.train(make(tiny_settings, "train.epochs=1"), tmp_path / "fp32", echo=lambda s: None)
-    s = engine.train(make(tiny_settings, "train.epochs=1", f'train.amp="{amp}"', "run.channels_last=true"), tmp_path / amp, echo=lambda s: None)
+    base = training.train(make(tiny_settings, "train.epochs=1"), tmp_path / "fp32", echo=lambda s: None)
+    s = training.train(make(tiny_settings, "train.epochs=1", f'train.amp="{amp}"', "run.channels_last=true"), tmp_path / amp, echo=lambda s: None)
     assert math.isfinite(s["final"]["train_loss"]) and s["test_accuracy"] > 50  # the synthetic task is easy
     assert s["final"]["train_loss"] != base["final"]["train_loss"]
     assert make(tiny_settings, f'train.amp="{amp}"').hash() != make(tiny_settings).hash()
     assert make(tiny_settings, "run.channels_last=true").hash() == make(tiny_settings).hash()
     if amp == "fp16":
-        assert checkpoint.load(tmp_path / amp / "checkpoint.pt")["scaler"]["scale"] > 0
+        assert load_torch(tmp_path / amp / "checkpoint.pt")["scaler"]["scale"] > 0
 
 
 def test_hash_ignores_defaults():
@@ -228,9 +231,9 @@ def test_hash_ignores_defaults():
 
 
 def test_train_size_subset(tiny_settings):
-    exp = engine.build(make(tiny_settings, "data.train_size=100"))
+    exp = training.build(make(tiny_settings, "data.train_size=100"))
     assert len(exp.data.train) == 100 and exp.steps_per_epoch == 2
-    again = engine.build(make(tiny_settings, "data.train_size=100"))
+    again = training.build(make(tiny_settings, "data.train_size=100"))
     assert torch.equal(exp.data.train.labels, again.data.train.labels)
     with pytest.raises(ConfigError, match="train_size"):
-        engine.build(make(tiny_settings, "data.train_size=100000"))
+        training.build(make(tiny_settings, "data.train_size=100000"))

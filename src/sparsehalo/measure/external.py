@@ -14,7 +14,6 @@ Typical use::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 

@@ -2,7 +2,7 @@
 
 A method splits the epoch budget into *phases* (one optimizer and one learning-rate schedule each)
 and acts at phase starts (prune, rewind) and, optionally, after optimizer steps (gradual pruning).
-The engine's one loop calls these hooks; it never branches on a method's name.
+The training loop calls these hooks; it never branches on a method's name.
 
 Methods come in two kinds:
 
@@ -10,20 +10,41 @@ Methods come in two kinds:
   pruning at every level of ``prune.levels``, with no fine-tuning (HALO, L1, no penalty, ...);
 - *fixed-sparsity* methods reach ``method.sparsity`` themselves (fine-tuning, GMP, IMP, SNIP,
   random) and are evaluated once, as trained.
+
+Methods see the run through :class:`RunStateLike`, the few things of
+:class:`sparsehalo.training.RunState` they use, so this package never imports the training package.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
+from torch import nn
 
+from ..config import Config
+from ..config import _from_dict as from_section  # TODO(lead): public name once config.py settles
 from ..errors import ConfigError
 from ..pruning import Mask
+from ..registry import Registry
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..engine import Experiment
+
+class RunStateLike(Protocol):
+    """What a method may use of the run state."""
+
+    config: Config
+    model: nn.Module
+    device: torch.device
+    data: Any  # sparsehalo.data.Splits
+    steps_per_epoch: int
+    mask: Mask | None
+
+    def prunable(self) -> dict[str, torch.Tensor]: ...
+
+    def set_mask(self, mask: Mask | None) -> None: ...
+
+    def model_state(self) -> dict[str, torch.Tensor]: ...
 
 
 def split_epochs(total: int, parts: int) -> list[int]:
@@ -51,31 +72,30 @@ class Method:
         pass
 
     def __init__(self, sparsity: float = 0.0, options: dict[str, Any] | None = None):
-        from ..config import _from_dict  # the same validation (unknown keys, types) as config files
-
         if self.fixed_sparsity and not 0.0 < sparsity < 1.0:
             raise ConfigError(f"method {self.name!r} needs method.sparsity in (0, 1), got {sparsity}")
         self.sparsity = float(sparsity)
-        self.opts = _from_dict(self.Options, dict(options or {}), prefix="method.options.")
+        # The same validation (unknown keys, types) as config files.
+        self.opts = from_section(self.Options, dict(options or {}), prefix="method.options.")
 
     # -- plan ------------------------------------------------------------------------------
     def phases(self, epochs: int) -> list[int]:
         """Epochs of each phase; they sum to the run's budget ``train.epochs``."""
         return [epochs]
 
-    def phase_lr(self, exp: "Experiment", phase: int) -> float:
+    def phase_lr(self, run: RunStateLike, phase: int) -> float:
         """Initial learning rate of the network group in ``phase``."""
-        return exp.config.optim.lr
+        return run.config.optim.lr
 
     def label(self, penalty: str) -> str:
         """Human name in tables."""
         return self.name
 
     # -- hooks -----------------------------------------------------------------------------
-    def begin_phase(self, exp: "Experiment", phase: int) -> None:
+    def begin_phase(self, run: RunStateLike, phase: int) -> None:
         """Called before the first epoch of ``phase`` (after the optimizer of the phase is built)."""
 
-    def after_step(self, exp: "Experiment", step: int) -> None:
+    def after_step(self, run: RunStateLike, step: int) -> None:
         """Called after optimizer step ``step`` (1-based, counted over the whole run) when
         ``has_step_hook`` is true."""
 
@@ -87,16 +107,16 @@ class Method:
         pass
 
 
-def set_mask(exp: "Experiment", mask: Mask | None) -> None:
-    """Make ``mask`` the run's mask: apply it and keep pruned weights at zero from now on."""
-    if exp.mask_handle is not None:
-        exp.mask_handle.remove()
-        exp.mask_handle = None
-    exp.mask = mask
-    if mask is not None:
-        exp.mask_handle = mask.enforce(exp.model, exp.optimizer)
+#: Methods by ``method.name``.
+METHODS: Registry[type[Method]] = Registry("method")
 
 
-@torch.no_grad()
-def model_state(exp: "Experiment") -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in exp.model.state_dict().items()}
+def build(name: str, sparsity: float = 0.0, options: dict | None = None) -> Method:
+    """The method ``name`` with its target and options (unknown name: ConfigError with the known ones)."""
+    return METHODS.get(name)(sparsity, options)
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a method to :data:`METHODS` under its ``name``."""
+    METHODS.add(cls.name, cls)
+    return cls

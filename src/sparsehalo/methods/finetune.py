@@ -6,9 +6,10 @@ import dataclasses
 
 from ..errors import ConfigError
 from ..pruning import prune
-from .base import Method, set_mask
+from .base import Method, register
 
 
+@register
 class FineTune(Method):
     """Phases: ``epochs - finetune_epochs`` of training, then prune to ``sparsity`` and fine-tune
     ``finetune_epochs`` with the mask enforced, starting at ``lr`` (default: ``optim.lr * 0.1``)."""
@@ -26,14 +27,14 @@ class FineTune(Method):
             raise ConfigError(f"finetune_epochs must be in (0, train.epochs={epochs}), got {ft}")
         return [epochs - ft, ft]
 
-    def phase_lr(self, exp, phase: int) -> float:
+    def phase_lr(self, run, phase: int) -> float:
         if phase == 0:
-            return exp.config.optim.lr
-        return self.opts.lr if self.opts.lr is not None else 0.1 * exp.config.optim.lr
+            return run.config.optim.lr
+        return self.opts.lr if self.opts.lr is not None else 0.1 * run.config.optim.lr
 
     def label(self, penalty: str) -> str:
         return "magnitude+FT" if penalty == "none" else f"{penalty}+FT"
 
-    def begin_phase(self, exp, phase: int) -> None:
+    def begin_phase(self, run, phase: int) -> None:
         if phase == 1:
-            set_mask(exp, prune(exp.model, self.sparsity, scope=exp.config.prune.scope, params=exp.prunable()))
+            run.set_mask(prune(run.model, self.sparsity, scope=run.config.prune.scope, params=run.prunable()))

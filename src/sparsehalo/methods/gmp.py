@@ -14,7 +14,7 @@ import dataclasses
 
 from ..errors import ConfigError
 from ..pruning import prune
-from .base import Method, set_mask
+from .base import Method, register
 
 
 def cubic_sparsity(step: int, start: int, end: int, initial: float, final: float) -> float:
@@ -26,6 +26,7 @@ def cubic_sparsity(step: int, start: int, end: int, initial: float, final: float
     return final + (initial - final) * (1.0 - (step - start) / (end - start)) ** 3
 
 
+@register
 class GMP(Method):
     """Options: ``start_epoch`` / ``end_epoch`` (fractions allowed), ``frequency`` in steps, and the
     ``initial_sparsity`` of the first pruning step."""
@@ -43,36 +44,36 @@ class GMP(Method):
     def label(self, penalty: str) -> str:
         return "GMP"
 
-    def _bounds(self, exp) -> tuple[int, int]:
-        spe, total = exp.steps_per_epoch, exp.steps_per_epoch * exp.config.train.epochs
+    def _bounds(self, run) -> tuple[int, int]:
+        spe, total = run.steps_per_epoch, run.steps_per_epoch * run.config.train.epochs
         start = int(round(self.opts.start_epoch * spe))
-        end_epoch = self.opts.end_epoch if self.opts.end_epoch >= 0 else exp.config.train.epochs + self.opts.end_epoch
+        end_epoch = self.opts.end_epoch if self.opts.end_epoch >= 0 else run.config.train.epochs + self.opts.end_epoch
         end = int(round(end_epoch * spe))
         if not 0 <= start < end <= total or self.opts.frequency < 1:
             raise ConfigError(f"GMP needs 0 <= start < end <= {total} steps and frequency >= 1 (got start {start}, end {end})")
         return start, end
 
-    def schedule_steps(self, exp) -> list[tuple[int, float]]:
+    def schedule_steps(self, run) -> list[tuple[int, float]]:
         """The (step, sparsity) pairs at which this run prunes."""
-        start, end = self._bounds(exp)
+        start, end = self._bounds(run)
         steps = list(range(start, end, self.opts.frequency)) + [end]
         return [(t, cubic_sparsity(t, start, end, self.opts.initial_sparsity, self.sparsity)) for t in steps]
 
-    def _planned(self, exp) -> dict[int, float]:
+    def _planned(self, run) -> dict[int, float]:
         # Built lazily so that a resumed run (which skips begin_phase) has it too.
         if getattr(self, "_plan", None) is None:
-            self._plan = dict(self.schedule_steps(exp))
+            self._plan = dict(self.schedule_steps(run))
         return self._plan
 
-    def begin_phase(self, exp, phase: int) -> None:
-        if 0 in self._planned(exp):
-            self._prune_to(exp, self._plan[0])
+    def begin_phase(self, run, phase: int) -> None:
+        if 0 in self._planned(run):
+            self._prune_to(run, self._plan[0])
 
-    def after_step(self, exp, step: int) -> None:
-        s = self._planned(exp).get(step)
+    def after_step(self, run, step: int) -> None:
+        s = self._planned(run).get(step)
         if s is not None:
-            self._prune_to(exp, s)
+            self._prune_to(run, s)
 
-    def _prune_to(self, exp, sparsity: float) -> None:
+    def _prune_to(self, run, sparsity: float) -> None:
         if sparsity > 0:
-            set_mask(exp, prune(exp.model, sparsity, scope=exp.config.prune.scope, params=exp.prunable()))
+            run.set_mask(prune(run.model, sparsity, scope=run.config.prune.scope, params=run.prunable()))

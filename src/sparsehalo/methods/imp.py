@@ -15,9 +15,10 @@ import dataclasses
 import torch
 
 from ..pruning import prune
-from .base import Method, model_state, set_mask, split_epochs
+from .base import Method, register, split_epochs
 
 
+@register
 class IMP(Method):
     name = "imp"
     has_step_hook = True
@@ -40,18 +41,18 @@ class IMP(Method):
     def round_sparsity(self, k: int) -> float:
         return 1.0 - (1.0 - self.sparsity) ** (k / self.opts.rounds)
 
-    def begin_phase(self, exp, phase: int) -> None:
+    def begin_phase(self, run, phase: int) -> None:
         if phase == 0:
             if self.opts.rewind_step == 0:
-                self.rewind = model_state(exp)
+                self.rewind = run.model_state()
             return
-        mask = prune(exp.model, self.round_sparsity(phase), scope=exp.config.prune.scope, params=exp.prunable())
-        exp.model.load_state_dict(self.rewind)
-        set_mask(exp, mask)  # applies the mask to the rewound weights
+        mask = prune(run.model, self.round_sparsity(phase), scope=run.config.prune.scope, params=run.prunable())
+        run.model.load_state_dict(self.rewind)
+        run.set_mask(mask)  # applies the mask to the rewound weights
 
-    def after_step(self, exp, step: int) -> None:
+    def after_step(self, run, step: int) -> None:
         if self.rewind is None and step == self.opts.rewind_step:
-            self.rewind = model_state(exp)
+            self.rewind = run.model_state()
 
     def state_dict(self):
         return {"rewind": self.rewind} if self.rewind is not None else {}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .base import Method
+from .base import Method, register
 
 
+@register
 class OneShot(Method):
     """Train (with whatever penalty the config names), then one global magnitude threshold.
 

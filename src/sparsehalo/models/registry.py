@@ -1,4 +1,4 @@
-"""The model registry (one dict, no if/elif on names)."""
+"""The model registry: constructors by name (``model.name`` in configs)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,15 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str) -> Callable:
-    """Class/function decorator adding a model constructor under ``name``."""
-
-    def deco(fn):
-        if name in MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = fn
-        return fn
-
-    return deco
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+register = MODELS.register
 
 
 def names() -> list[str]:
-    return sorted(MODELS)
+    """Registered model names, sorted."""
+    return sorted(MODELS.names())
 
 
 def build(name: str, **kwargs) -> nn.Module:
@@ -33,9 +24,8 @@ def build(name: str, **kwargs) -> nn.Module:
     Raises:
         ConfigError: for an unknown name or a keyword the constructor does not take.
     """
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; known: {', '.join(names())}")
+    ctor = MODELS.get(name)
     try:
-        return MODELS[name](**kwargs)
+        return ctor(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, SparsehaloError
+from ..measure.sparsity import count_nonzero
 
 
 class MaskHandle:
@@ -95,7 +96,7 @@ class Mask(Mapping):
     @property
     def num_kept(self) -> int:
         """Number of kept (``True``) entries."""
-        return sum(int(m.sum()) for m in self._masks.values())
+        return count_nonzero(self._masks)[1]
 
     @property
     def num_pruned(self) -> int:
@@ -117,7 +118,7 @@ class Mask(Mapping):
         """Per-tensor counts: ``name``, ``shape``, ``total``, ``kept``, ``pruned``, ``sparsity``."""
         stats = []
         for name, m in self._masks.items():
-            total, kept = m.numel(), int(m.sum())
+            total, kept = count_nonzero([m])
             stats.append(
                 {
                     "name": name,

@@ -1,6 +1,6 @@
-"""Magnitude pruning to an exact target sparsity.
+"""Scores -> :class:`Mask` at an exact target sparsity (scopes, per-tensor floors), and magnitude pruning.
 
-Entries are ranked by ``|w|``; ties are broken by position (a stable sort over the tensors in
+Entries are ranked by their score (``|w|`` for :func:`prune`); ties are broken by position (a stable sort over the tensors in
 selection order, then row-major), so the number removed is exactly ``round(sparsity * N)`` even when
 many magnitudes are equal, e.g. weights that are already zero.  Python's ``round`` is used, so an exact
 ``.5`` rounds to the even count.
@@ -11,27 +11,21 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, SparsehaloError
+from ..registry import Registry
 from ..selection import prunable_parameters
 from .mask import Mask
+from .scores import magnitude_scores
 
 ScopeFn = Callable[[dict[str, torch.Tensor], float, float | None], dict[str, torch.Tensor]]
 
 #: Pruning scopes by name: ``fn(scores, sparsity, min_density) -> {name: keep mask}``.
-SCOPES: dict[str, ScopeFn] = {}
-
-
-def _scope(name: str) -> Callable[[ScopeFn], ScopeFn]:
-    def deco(fn: ScopeFn) -> ScopeFn:
-        SCOPES[name] = fn
-        return fn
-
-    return deco
+SCOPES: Registry[ScopeFn] = Registry("pruning scope")
 
 
 def _floor(min_density: float | None, n: int) -> int:
@@ -48,7 +42,7 @@ def _keep_after_pruning_first(order: torch.Tensor, k: int, n: int) -> torch.Tens
     return keep
 
 
-@_scope("layer")
+@SCOPES.register("layer")
 def _layer_scope(
     scores: dict[str, torch.Tensor], sparsity: float, min_density: float | None
 ) -> dict[str, torch.Tensor]:
@@ -67,7 +61,7 @@ def _layer_scope(
     return masks
 
 
-@_scope("global")
+@SCOPES.register("global")
 def _global_scope(
     scores: dict[str, torch.Tensor], sparsity: float, min_density: float | None
 ) -> dict[str, torch.Tensor]:
@@ -115,6 +109,45 @@ def _check_fraction(name: str, value: object, upper_inclusive: bool) -> float:
     return value
 
 
+def mask_from_scores(
+    scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "global", min_density: float | None = None
+) -> Mask:
+    """Keep the highest scores: remove exactly ``round(sparsity * N)`` entries (per tensor for ``"layer"``).
+
+    Args:
+        scores: ``{name: tensor}`` of finite scores, one per entry of the tensors to prune.
+        sparsity: fraction of entries to remove, in ``[0, 1)``.
+        scope: a name of :data:`SCOPES`: ``"global"`` ranks all entries together, ``"layer"`` prunes
+            each tensor to ``sparsity`` on its own.
+        min_density: every tensor keeps at least ``ceil(min_density * n_l)`` entries (its highest).
+
+    Returns:
+        The :class:`Mask` (``True`` = kept); ``mask.empty_layers`` lists tensors pruned entirely (a
+        warning says so too).
+
+    Raises:
+        SparsehaloError: bad ``sparsity`` / ``min_density``, no tensors, or a floor that makes the
+            target impossible.
+        ConfigError: unknown ``scope``.
+    """
+    sparsity = _check_fraction("sparsity", sparsity, upper_inclusive=False)
+    if min_density is not None:
+        min_density = _check_fraction("min_density", min_density, upper_inclusive=True)
+    if scope not in SCOPES:
+        raise ConfigError(f"unknown pruning scope {scope!r}; choose one of {', '.join(sorted(SCOPES))}")
+    if not scores:
+        raise SparsehaloError("no parameters selected for pruning")
+    mask = Mask(SCOPES.get(scope)(dict(scores), sparsity, min_density))
+    empty = mask.empty_layers
+    if empty:
+        warnings.warn(
+            f"pruning to sparsity {sparsity} removed every entry of {', '.join(empty)}; "
+            "pass min_density to keep a floor per tensor",
+            stacklevel=3,
+        )
+    return mask
+
+
 def prune(
     model: nn.Module,
     sparsity: float,
@@ -128,9 +161,8 @@ def prune(
     Args:
         model: the network.
         sparsity: fraction of entries to remove, in ``[0, 1)``.
-        scope: a key of :data:`SCOPES`: ``"global"`` ranks all selected entries together,
-            ``"layer"`` prunes each tensor to ``sparsity`` on its own.
-        params: ``{name: tensor}`` to prune; default :func:`prunable_parameters` of ``model``.
+        scope: ``"global"`` or ``"layer"`` (see :func:`mask_from_scores`).
+        params: ``{name: tensor}`` to prune; default :func:`~sparsehalo.selection.prunable_parameters`.
         min_density: every tensor keeps at least ``ceil(min_density * n_l)`` entries (its largest).
         apply: zero the pruned entries of ``model`` in place.
 
@@ -143,31 +175,16 @@ def prune(
         ConfigError: unknown ``scope``.
         CheckpointError: ``apply`` with ``params`` whose names or shapes are not the model's.
     """
-    sparsity = _check_fraction("sparsity", sparsity, upper_inclusive=False)
+    _check_fraction("sparsity", sparsity, upper_inclusive=False)
     if min_density is not None:
-        min_density = _check_fraction("min_density", min_density, upper_inclusive=True)
+        _check_fraction("min_density", min_density, upper_inclusive=True)
     if scope not in SCOPES:
         raise ConfigError(f"unknown pruning scope {scope!r}; choose one of {', '.join(sorted(SCOPES))}")
     if params is None:
         params = prunable_parameters(model)
     if not params:
         raise SparsehaloError("no parameters selected for pruning")
-
-    with torch.no_grad():
-        scores = {name: t.detach().abs() for name, t in params.items()}
-        # NaN would sort as the largest magnitude and silently survive; refuse instead.
-        bad = [n for n, s in scores.items() if not bool(torch.isfinite(s).all())]
-        if bad:
-            raise SparsehaloError(f"cannot prune non-finite weights in {', '.join(bad)}")
-        mask = Mask(SCOPES[scope](scores, sparsity, min_density))
-
-    empty = mask.empty_layers
-    if empty:
-        warnings.warn(
-            f"pruning to sparsity {sparsity} removed every entry of {', '.join(empty)}; "
-            "pass min_density to keep a floor per tensor",
-            stacklevel=2,
-        )
+    mask = mask_from_scores(magnitude_scores(params), sparsity, scope, min_density)
     if apply:
         mask.apply(model)
     return mask

@@ -1,5 +1,15 @@
-"""Training: the run state built from a config, the one epoch loop with hooks, checkpoints, evaluation."""
+"""Training: the run state built from a config, the one epoch loop with hooks, checkpoints, evaluation.
 
-from ..engine import build_model, config_of, load_run, resolve_device, train
+- :mod:`.state`: :class:`RunState` and :func:`build` (data, model, penalty, method, optimizer, schedule);
+- :mod:`.loop`: :func:`train` and its hooks;
+- :mod:`.checkpointing`: ``checkpoint.pt`` and :func:`load_run`;
+- :mod:`.evaluate`: the one prune-a-copy-and-measure (:func:`pruned`) and the points built on it;
+- :mod:`.summary`: the metrics row of an epoch and ``summary.json``.
+"""
 
-__all__ = ["build_model", "config_of", "load_run", "resolve_device", "train"]
+from .checkpointing import config_of, load_run
+from .evaluate import pruned
+from .loop import EpochLog, Hook, train
+from .state import RunState, build, build_model, resolve_device
+
+__all__ = ["EpochLog", "Hook", "RunState", "build", "build_model", "config_of", "load_run", "pruned", "resolve_device", "train"]

@@ -1,0 +1,188 @@
+"""The one training loop used by every command, with hooks.
+
+``train(config, run_dir)`` builds the run (:func:`~sparsehalo.training.state.build`), resumes it from
+``checkpoint.pt`` if one exists, trains the remaining epochs and hands each finished epoch to the
+*epoch hooks*, then the *end hooks*.  Every hook has one signature, ``hook(state, log)``, with
+:class:`EpochLog` saying which epoch finished and holding its ``metrics.csv`` row.  The default hooks
+evaluate, time, record, checkpoint, write ``metrics.csv``, print a line and, at the end, write
+``summary.json``; evaluation, checkpointing, metric rows and the summary are nothing but hooks.
+
+A :class:`~sparsehalo.methods.Method` splits the epochs into phases (one optimizer and schedule each)
+and acts at phase starts and after optimizer steps; the loop never branches on the method or on the
+penalty.  Re-running on the same directory resumes after the last finished epoch (bit-identical on
+CPU: the shuffle order is a pure function of seed and epoch) or, if ``summary.json`` exists, does
+nothing.  Test accuracy is logged, never used to pick a checkpoint: the final weights are the result.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .. import paths
+from ..config import Config, from_dict
+from ..errors import ConfigError, DivergenceError
+from ..io import load_torch, read_json, write_csv, write_json
+from ..progress import Progress
+from . import checkpointing
+from .state import RunState, build
+from .summary import epoch_line, epoch_row, make_summary
+
+
+@dataclass
+class EpochLog:
+    """What a hook sees: the run directory, the epoch that finished (0-based) and its row."""
+
+    run_dir: Path
+    epoch: int
+    row: dict
+    history: list[dict]
+    final: bool
+
+
+Hook = Callable[[RunState, EpochLog], None]
+
+
+def train_epoch(state: RunState, epoch: int, bar: Progress) -> dict[str, float]:
+    """One pass over the shuffled training split; returns mean loss, accuracy and the last penalty."""
+    cfg, model, penalty = state.config, state.model, state.penalty
+    opt, sched = state.optimizer, state.scheduler
+    step_hook = state.method.after_step if state.method.has_step_hook else None
+    first_step = epoch * state.steps_per_epoch
+    model.train()
+    ce_sum = torch.zeros((), device=state.device)
+    correct = torch.zeros((), device=state.device, dtype=torch.long)
+    seen = 0
+    pen = torch.zeros((), device=state.device)
+    autocast, scaler = state.precision()
+    channels_last = cfg.run.channels_last
+    for i, (x, y) in enumerate(state.data.train.batches(cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch)):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out = model(x)
+            ce = F.cross_entropy(out, y)
+        pen = penalty()  # in float32: its terms are tiny next to the loss (0 for no penalty)
+        loss = ce.float() + pen
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        sched.step()
+        if step_hook is not None:
+            step_hook(state, first_step + i + 1)
+        ce_sum.add_(ce.detach(), alpha=y.shape[0])
+        correct.add_((out.detach().argmax(1) == y).sum())
+        seen += y.shape[0]
+        if bar.due(i):  # the only host syncs inside the epoch, and only on a terminal
+            bar.update(i, loss=(ce_sum / seen).item(), penalty=pen.item())
+    bar.close()
+    ce_mean, pen_v = (ce_sum / max(seen, 1)).item(), pen.detach().item()
+    if not (math.isfinite(ce_mean) and math.isfinite(pen_v)):
+        raise DivergenceError(
+            f"non-finite loss in epoch {epoch + 1} (cross-entropy {ce_mean}, penalty {pen_v}); "
+            "nothing from this epoch was saved (earlier checkpoints are kept); try a lower optim.lr or penalty.xi"
+        )
+    return {"train_loss": ce_mean, "train_acc": 100.0 * correct.item() / max(seen, 1), "penalty": pen_v}
+
+
+# -- hooks -----------------------------------------------------------------------------------------
+def timer(offset: float) -> Hook:
+    """Record wall time in ``time_s``, continuing from ``offset`` seconds of earlier sessions."""
+    t0 = time.perf_counter()
+
+    def hook(state: RunState, log: EpochLog) -> None:
+        log.row["time_s"] = offset + time.perf_counter() - t0
+
+    return hook
+
+
+def record(state: RunState, log: EpochLog) -> None:
+    log.history.append(log.row)
+
+
+def save_checkpoint(state: RunState, log: EpochLog) -> None:
+    checkpointing.save(state, paths.checkpoint(log.run_dir), log.epoch + 1, log.history)
+
+
+def write_metrics(state: RunState, log: EpochLog) -> None:
+    write_csv(paths.metrics(log.run_dir), log.history, floats=".6g")
+
+
+def printer(echo: Callable[[str], None]) -> Hook:
+    def hook(state: RunState, log: EpochLog) -> None:
+        echo(epoch_line(log.row))
+
+    return hook
+
+
+def write_summary(state: RunState, log: EpochLog) -> None:
+    write_json(paths.summary(log.run_dir), make_summary(state, log.history, log.run_dir))
+
+
+def default_hooks(echo: Callable[[str], None], offset: float) -> tuple[list[Hook], list[Hook]]:
+    """(epoch hooks, end hooks) of ``sparsehalo train``, in the order they run."""
+    return [timer(offset), record, save_checkpoint, write_metrics, printer(echo)], [write_summary]
+
+
+# -- the loop --------------------------------------------------------------------------------------
+def _prepare(config: Config, run_dir: Path, echo: Callable[[str], None]) -> bool:
+    """Check ``run_dir`` against ``config``; False when the run has finished already."""
+    if paths.config(run_dir).exists():
+        old = read_json(paths.config(run_dir), "config")
+        if from_dict(old).hash() != config.hash():
+            raise ConfigError(f"{str(run_dir)!r} holds a run with a different config; use another --out")
+    if paths.summary(run_dir).exists():
+        echo(f"{run_dir}: already finished, skipping")
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(paths.config(run_dir), config.to_dict())
+    return True
+
+
+def train(config: Config, run_dir: str | Path, echo: Callable[[str], None] = print,
+          hooks: tuple[list[Hook], list[Hook]] | None = None) -> dict:
+    """Train (or resume, or skip) the experiment ``config`` in ``run_dir``; return the summary.
+
+    Args:
+        hooks: (epoch hooks, end hooks); default :func:`default_hooks`.
+    """
+    run_dir = Path(run_dir)
+    if not _prepare(config, run_dir, echo):
+        return read_json(paths.summary(run_dir), "summary")
+    state = build(config)
+    start, history = 0, []
+    if paths.checkpoint(run_dir).exists():
+        start, history = checkpointing.resume(state, load_torch(paths.checkpoint(run_dir), required=checkpointing.REQUIRED))
+        echo(f"resuming {run_dir} after epoch {start}/{config.train.epochs}")
+    echo(f"training {config.name} ({config.hash()}) on {state.device}: {config.model.name}, penalty {config.penalty.name}, "
+         f"method {config.method.name}, {config.train.epochs} epochs")
+    epoch_hooks, end_hooks = hooks or default_hooks(echo, history[-1].get("time_s", 0.0) if history else 0.0)
+    epochs = config.train.epochs
+    for epoch in range(start, epochs):
+        # A phase starts with a fresh optimizer and the method's hook (prune, rewind, ...).
+        phase, first = state.phase_of(epoch)
+        if epoch == first:
+            if phase > 0:
+                state.start_phase(phase)
+            state.method.begin_phase(state, phase)
+        # One pass over the data, then the row of this epoch.
+        stats = train_epoch(state, epoch, Progress(state.steps_per_epoch, f"epoch {epoch + 1}/{epochs}", enabled=config.run.progress))
+        log = EpochLog(run_dir, epoch, epoch_row(state, epoch, stats, final=epoch + 1 == epochs), history, epoch + 1 == epochs)
+        # Time, record, checkpoint, metrics.csv, log line.
+        for hook in epoch_hooks:
+            hook(state, log)
+    end = EpochLog(run_dir, epochs - 1, history[-1] if history else {}, history, True)
+    for hook in end_hooks:
+        hook(state, end)
+    return read_json(paths.summary(run_dir), "summary") if paths.summary(run_dir).exists() else make_summary(state, history, run_dir)
