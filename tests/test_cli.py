@@ -13,7 +13,7 @@ import torch
 
 from sparsehalo.io import load_torch
 
-from support import ROOT, run_cli
+from support import ROOT, run_cli, shared_path
 
 
 def _one_line_error(proc, code=2):
@@ -86,6 +86,47 @@ def test_export_sparse_and_dense_round_trip(trained_run, tmp_path):
     fresh = sparsehalo.models.build("lenet300")
     fresh.load_state_dict(sd)  # the unmodified model class
     assert "fp16" in _one_line_error(run_cli("export", trained_run, "--format", "dense", "--fp16"))
+
+
+def test_export_finds_a_prune_of_either_scope(trained_run, tmp_path):
+    """`export --sparsity S` finds pruned/sparsity-S.pt and pruned/sparsity-S-layer.pt alike."""
+    import sparsehalo
+
+    assert run_cli("prune", trained_run, "--sparsity", "0.7", "--scope", "layer").returncode == 0
+    layer = run_cli("export", trained_run, "--format", "sparse", "--sparsity", "0.7", "--out", tmp_path / "layer.safetensors")
+    assert layer.returncode == 0, layer.stderr
+    pruned = torch.load(os.path.join(trained_run, "pruned", "sparsity-0.7-layer.pt"), weights_only=True)["model"]
+    model = sparsehalo.load_sparse(tmp_path / "layer.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, pruned[k]), k
+    # With both scopes present the user must say which; each then exports its own weights.
+    assert run_cli("prune", trained_run, "--sparsity", "0.7").returncode == 0
+    assert "--scope" in _one_line_error(run_cli("export", trained_run, "--format", "dense", "--sparsity", "0.7"))
+    for scope, stem in (("global", "sparsity-0.7"), ("layer", "sparsity-0.7-layer")):
+        out = tmp_path / f"{scope}.pt"
+        proc = run_cli("export", trained_run, "--format", "dense", "--sparsity", "0.7", "--scope", scope, "--out", out)
+        assert proc.returncode == 0, proc.stderr
+        want = torch.load(os.path.join(trained_run, "pruned", f"{stem}.pt"), weights_only=True)["model"]
+        got = torch.load(out, weights_only=True)
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_help_and_choices_come_from_the_config_fields_and_registries():
+    from sparsehalo.cli import build_parser
+    from sparsehalo.config import describe
+    from sparsehalo.data import downloadable
+    from sparsehalo.models import names
+    from sparsehalo.pruning import SCOPES
+
+    text = run_cli("train", "--help").stdout
+    for key, _, _, help_text in describe():
+        assert key in text and help_text[:30] in " ".join(text.split()), key
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    opts = {a.dest: a for a in sub["download"]._actions}
+    assert list(opts["name"].choices) == downloadable() and "fashion-mnist" in downloadable()
+    assert list({a.dest: a for a in sub["prune"]._actions}["scope"].choices) == SCOPES.names()
+    assert list({a.dest: a for a in sub["eval"]._actions}["model"].choices) == names()
 
 
 def test_sweep_writes_csv_and_plot(trained_run):
@@ -219,22 +260,24 @@ def test_seeds_and_report(tmp_path):
     assert "distinct" in _one_line_error(run_cli("train", "configs/mnist_lenet300_halo.toml", "--seeds", "1,1"))
 
 
-REF = ROOT.parent / "shared" / "reference" / "halo-released"
+def released(name: str):
+    """One of the authors' released checkpoints (skipped without ../shared; CI always has it)."""
+    return shared_path("reference", "halo-released", name)
 
 
 @pytest.mark.parametrize("name,sparsity,acc", [("res50_c100_pruned_0.7.pth.tar", 70.0, 70.70), ("res50_c100_pruned_0.95.pth.tar", 95.0, 65.57)])
 def test_eval_released_checkpoints(name, sparsity, acc):
-    proc = run_cli("eval", REF / name, "--model", "resnet", "--depth", "50", "--num-classes", "100", "--json")
+    proc = run_cli("eval", released(name), "--model", "resnet", "--depth", "50", "--num-classes", "100", "--json")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert round(100 * r["conv_sparsity"], 1) == sparsity
     assert r["acc"] == pytest.approx(acc)
-    text = run_cli("eval", REF / name, "--model", "resnet", "--depth", "50", "--num-classes", "100")
+    text = run_cli("eval", released(name), "--model", "resnet", "--depth", "50", "--num-classes", "100")
     assert f"Conv2d weight sparsity {sparsity:.2f}%" in text.stdout
 
 
 def test_eval_external_wrong_model_is_one_line():
-    line = _one_line_error(run_cli("eval", REF / "res50_c100_pruned_0.7.pth.tar", "--model", "resnet", "--depth", "20", "--num-classes", "100"))
+    line = _one_line_error(run_cli("eval", released("res50_c100_pruned_0.7.pth.tar"), "--model", "resnet", "--depth", "20", "--num-classes", "100"))
     assert "unexpected" in line or "missing" in line
 
 
@@ -259,7 +302,7 @@ def test_one_epoch_cifar10_from_the_jpeg_archive(tmp_path):
     """End to end on CPU from the shared JPEG archive (decoded once, cached): a small ResNet, 1 epoch on a
     1,000-image training subset, HALO, one-shot pruning, evaluation on the 10,000 test images."""
     args = ["train", "configs/cifar10_resnet20_cpu_halo.toml", "--out", tmp_path, "--quiet",
-            "--data-dir", ROOT.parent / "shared" / "datasets"]
+            "--data-dir", shared_path("datasets")]
     for s in ["model.kwargs={depth=8}", "train.epochs=1", "data.train_size=1000", "prune.levels=[0.5]", "run.eval_pruned_every=0"]:
         args += ["--set", s]
     proc = run_cli(*args, env={"XDG_CACHE_HOME": str(tmp_path / "cache")}, timeout=600)

@@ -74,7 +74,7 @@ def _seed_list(text: str) -> list[int]:
 
 
 def cmd_report(args) -> int:
-    from .report import make_report
+    from .results import make_report
 
     written = make_report(args.run_dirs, args.out, title=args.title, scales=not args.no_scales)
     for path in written.values():
@@ -165,7 +165,7 @@ def cmd_demo(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_run, format_report
 
-    report = export_run(args.run_dir, args.format, args.out, sparsity=args.sparsity, fp16=args.fp16)
+    report = export_run(args.run_dir, args.format, args.out, sparsity=args.sparsity, scope=args.scope, fp16=args.fp16)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -174,20 +174,38 @@ def cmd_export(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .data.download import download_dataset
+    from .data import download_dataset
 
     print(download_dataset(args.name, args.dest, base_url=args.base_url))
     return 0
 
 
+def config_keys_help() -> str:
+    """The ``train --help`` reference of every config key, generated from the config dataclasses."""
+    from .config import describe
+
+    rows = describe()
+    width = max(len(k) for k, *_ in rows)
+    lines = ["config keys (set in the TOML file or with --set KEY=VALUE; values are TOML):"]
+    for key, type_name, default, text in rows:
+        shown = "" if default is None else f" [default {default!r}]"
+        lines.append(f"  {key:<{width}}  {type_name}{shown}: {text}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .data import downloadable
     from .demo import DEMO_EPOCHS
+    from .export.api import FORMATS
+    from .models import names as model_names
+    from .pruning import SCOPES
 
     p = _Parser(prog="sparsehalo", description="Train sparse networks with learned shrinkage penalties (HALO), prune and measure them.")
     p.add_argument("--version", action="version", version=f"sparsehalo {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train one config (resumes an interrupted run)", description="Train the experiment of a TOML config; prints the run directory as the last line.")
+    t = sub.add_parser("train", help="train one config (resumes an interrupted run)", description="Train the experiment of a TOML config; prints the run directory as the last line.",
+                       epilog=config_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("config", help="TOML config file, e.g. configs/mnist_lenet300_halo.toml")
     t.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set train.epochs=15 (repeatable)")
@@ -200,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prune", help="prune a run's final weights by magnitude (no fine-tuning)", description="Prune a trained run to an exact sparsity and measure it.")
     pr.add_argument("run_dir")
     pr.add_argument("--sparsity", type=_sparsity, required=True, help="fraction of prunable weights to remove, e.g. 0.98")
-    pr.add_argument("--scope", choices=["global", "layer"], default="global")
+    pr.add_argument("--scope", choices=SCOPES.names(), default="global")
     pr.add_argument("--min-density", type=float, default=None, help="global scope: keep at least this fraction of every layer")
     pr.add_argument("--json", action="store_true", help="print the summary as JSON")
     pr.add_argument("--device")
@@ -209,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="accuracy against sparsity (sweep.csv + sweep.png)")
     sw.add_argument("run_dir")
     sw.add_argument("--sparsities", type=_sparsity_list, default=_sparsity_list("0.5,0.8,0.9,0.95,0.98,0.99,0.995"))
-    sw.add_argument("--scope", choices=["global", "layer"], default="global")
+    sw.add_argument("--scope", choices=SCOPES.names(), default="global")
     sw.add_argument("--device")
     sw.set_defaults(func=cmd_sweep)
 
@@ -217,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Evaluate a sparsehalo checkpoint on its test set, or measure an external one "
                                     "(e.g. --model resnet --depth 50 --num-classes 100) and evaluate it with --data.")
     ev.add_argument("checkpoint", help="a run's checkpoint.pt, a pruned/*.pt file, or an external .pth / .pth.tar")
-    ev.add_argument("--model", help="external checkpoint: registered model name (resnet, vgg16_bn, lenet300, ...)")
+    ev.add_argument("--model", choices=model_names(), help="external checkpoint: registered model name")
     ev.add_argument("--depth", type=int, help="external checkpoint: ResNet depth")
     ev.add_argument("--num-classes", type=int, default=10, help="external checkpoint: number of classes (default 10)")
     ev.add_argument("--data", help="external checkpoint: dataset to evaluate on (e.g. cifar100); default: none")
@@ -256,15 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
                         description="sparse: safetensors-layout file with CSR / bitmask / relative-index encodings "
                                     "(load with sparsehalo.load_sparse); dense: a plain state_dict for the unmodified model class.")
     ex.add_argument("run_dir")
-    ex.add_argument("--format", choices=["sparse", "dense"], required=True)
-    ex.add_argument("--sparsity", type=_sparsity, default=None, help="export pruned/sparsity-S.pt (run `sparsehalo prune` first)")
+    ex.add_argument("--format", choices=list(FORMATS), required=True)
+    ex.add_argument("--sparsity", type=_sparsity, default=None, help="export the weights `sparsehalo prune --sparsity S` wrote (either scope)")
+    ex.add_argument("--scope", choices=SCOPES.names(), default=None, help="with --sparsity: which prune, when both scopes exist")
     ex.add_argument("--fp16", action="store_true", help="sparse format: store values in fp16")
     ex.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/...)")
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_export)
 
     dl = sub.add_parser("download", help="download a dataset with sha256 checks")
-    dl.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10", "cifar100"])
+    dl.add_argument("name", choices=downloadable())
     dl.add_argument("--dest", default=None, help="root directory; files go to DEST/NAME (default: ~/.cache/sparsehalo/NAME)")
     dl.add_argument("--base-url", default=None, help="mirror URL holding the .gz files")
     dl.set_defaults(func=cmd_download)
