@@ -11,18 +11,26 @@ Typical use (three lines in a user's loop)::
     opt = torch.optim.SGD([{"params": model.parameters()}, *penalty.param_groups(lr=0.1)],
                           lr=0.1, momentum=0.9)
     loss = F.cross_entropy(model(x), y) + penalty()
+
+Each penalty class states its settings once, as an ``Options`` dataclass (type, default and help of
+every keyword its constructor takes, like a method's ``Options``); the config reads and checks a
+penalty's settings against it, by the penalty's name.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import dataclasses
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..selection import DEFAULT_TYPES, check_partition, select_parameters
-from .fused import fused as fused_apply
+from .kernels.fused import fused as fused_apply
+
+#: the keywords of :meth:`Penalty.for_model` that choose the parameters (not the penalty's settings)
+SELECTION_KEYS = ("types", "biases", "include", "exclude")
 
 
 def scale_key(name: str) -> str:
@@ -30,11 +38,37 @@ def scale_key(name: str) -> str:
     return name.replace(".", "__")
 
 
+def option(default: Any, help: str, *, stored_as: str | None = None) -> Any:
+    """A field of a penalty's ``Options``.
+
+    Args:
+        default: the value the penalty uses when the setting is not given.
+        help: one line for ``--help`` and the config reference.
+        stored_as: the key the setting is written under in ``config.json`` and the config hash, when
+            that differs from its name (an old spelling kept so that old runs keep their hash).
+    """
+    meta = {"help": help} if stored_as is None else {"help": help, "stored_as": stored_as}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def scale_summary(scales: Iterable[torch.Tensor]) -> dict[str, float]:
+    """``scale_min`` / ``scale_median`` / ``scale_mean`` / ``scale_max`` of ``|lambda|`` over ``scales``."""
+    flat = torch.cat([lam.detach().abs().flatten() for lam in scales])
+    return {
+        "scale_min": flat.min().item(),
+        "scale_median": flat.median().item(),
+        "scale_mean": flat.mean().item(),
+        "scale_max": flat.max().item(),
+    }
+
+
 class Penalty(nn.Module):
     """Base class: a scalar function of a fixed, named set of network parameters.
 
-    Subclasses implement :meth:`forward` (returning a 0-dim tensor) and may own trainable
-    parameters (their *scales*), which :meth:`param_groups` hands to the optimizer.
+    Subclasses set ``name`` and ``Options`` (their settings: the keywords of their constructor) and
+    implement :meth:`reference` (returning a 0-dim tensor), optionally :meth:`kernel_call` for the
+    fused fast path; they may own trainable parameters (their *scales*), which
+    :meth:`param_groups` hands to the optimizer.
 
     Args:
         params: ``{name: parameter}`` to penalize, usually from :meth:`for_model`.
@@ -45,9 +79,32 @@ class Penalty(nn.Module):
     """
 
     name: str = "penalty"
-    #: use the fused kernel (see :mod:`sparsehalo.penalties.fused`) when the class has one;
+    #: use the fused kernel (see :mod:`sparsehalo.penalties.kernels`) when the class has one;
     #: set ``penalty.fused = False`` to run the plain autograd :meth:`reference` instead.
     fused: bool = True
+
+    @dataclasses.dataclass
+    class Options:
+        """The penalty's settings (none here)."""
+
+    @classmethod
+    def option_fields(cls) -> tuple[dataclasses.Field, ...]:
+        """The fields of :attr:`Options`: every setting with its type, default and help."""
+        return dataclasses.fields(cls.Options)
+
+    @classmethod
+    def check_settings(cls, keys: Iterable[str]) -> None:
+        """Raise for a setting this penalty does not take.
+
+        Raises:
+            ConfigError: naming the penalty, the key and the settings it does take.
+        """
+        known = [f.name for f in cls.option_fields()]
+        aliases = [f.metadata["stored_as"] for f in cls.option_fields() if "stored_as" in f.metadata]
+        unknown = [k for k in keys if k not in known and k not in aliases]
+        if unknown:
+            takes = ", ".join(known) if known else "no settings"
+            raise ConfigError(f"penalty {cls.name!r} has no setting {unknown[0]!r}; it takes: {takes}")
 
     def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 0.0, scale_weight_decay: float = 0.0):
         super().__init__()
@@ -83,8 +140,12 @@ class Penalty(nn.Module):
             biases: penalize biases as well as weights.
             include: ``fnmatch`` patterns; if given, only matching parameter names are penalized.
             exclude: ``fnmatch`` patterns of parameter names left alone.
-            **kwargs: the penalty's own settings (``xi``, ``psi``, ...).
+            **kwargs: the penalty's own settings (``xi``, ``psi``, ...: see its ``Options``).
+
+        Raises:
+            ConfigError: for a setting the penalty does not take, or an empty selection.
         """
+        cls.check_settings(kwargs)
         params = select_parameters(model, types=types, biases=biases, include=include, exclude=exclude)
         return cls(params, **kwargs)
 
@@ -153,7 +214,7 @@ class NoPenalty(Penalty):
 
     name = "none"
 
-    def __init__(self, params: Mapping[str, torch.Tensor] | None = None, **kwargs: Any):
+    def __init__(self, params: Mapping[str, torch.Tensor] | None = None):
         nn.Module.__init__(self)
         self.xi = 0.0
         self.scale_weight_decay = 0.0

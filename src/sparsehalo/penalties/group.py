@@ -18,14 +18,14 @@ size, and their squared norms are computed in one vectorized step per set
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 
 import torch
-from torch import nn
 
 from ..errors import ConfigError
-from .base import Penalty, scale_key
-from .halo import HYPER, set_hyper
+from .base import Penalty, option, scale_key
+from .halo import HierarchicalPenalty
 
 # A group whose L2 norm is at most this counts as zero in ``stats()["groups_zero"]``.  It is an
 # absolute threshold, the same for every group size: a logging aid, not a pruning rule.
@@ -107,7 +107,7 @@ def _norm(sq: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class _GroupPenalty(Penalty):
-    """Shared plumbing: the group sets and the per-group norms for logging."""
+    """Shared plumbing: the group sets, the per-group norms and ``groups_zero`` for logging."""
 
     def __init__(self, params: Mapping[str, torch.Tensor], **kwargs):
         super().__init__(params, **kwargs)
@@ -125,9 +125,10 @@ class _GroupPenalty(Penalty):
         return {s.name: s.squared_norms().sqrt() for s in self._sets}
 
     @torch.no_grad()
-    def _groups_zero(self) -> float:
+    def stats(self) -> dict[str, float]:
+        """``groups_zero``: fraction of groups with L2 norm <= ``ZERO_GROUP_TOL`` (1e-3)."""
         norms = torch.cat(list(self.group_norms().values()))
-        return (norms <= ZERO_GROUP_TOL).double().mean().item()
+        return {**super().stats(), "groups_zero": (norms <= ZERO_GROUP_TOL).double().mean().item()}
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, groups={self.num_groups:,}"
@@ -152,6 +153,11 @@ class GroupLasso(_GroupPenalty):
 
     name = "group_lasso"
 
+    @dataclass
+    class Options:
+        xi: float = option(1e-4, "penalty strength")
+        eps: float = option(1e-6, "smoothing floor of the group norm (0: the exact group lasso)")
+
     def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 1e-4, eps: float = 1e-6):
         super().__init__(params, xi=xi)
         if eps < 0:
@@ -165,20 +171,16 @@ class GroupLasso(_GroupPenalty):
             total = term if total is None else total + term
         return self.xi * total
 
-    def stats(self) -> dict[str, float]:
-        """``groups_zero``: fraction of groups with L2 norm <= ``ZERO_GROUP_TOL`` (1e-3)."""
-        return {"groups_zero": self._groups_zero()}
-
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, eps={self.eps:g}"
 
 
-class GroupHALO(_GroupPenalty):
+class GroupHALO(HierarchicalPenalty, _GroupPenalty):
     """Hierarchical adaptive group lasso: one trainable scale per output unit::
 
         P(w, lambda) = xi * sum_g ||w_g||_2 / (lambda_g**2 + eps**2)  +  psi * R(lambda)
 
-    with the groups of the module docstring and ``R`` from :data:`halo.HYPER` as in HALO
+    with the groups of the module docstring and ``R`` from :data:`.hyper.HYPER` as in HALO
     (``S = sum_g |lambda_g|``; ``R = S``, ``|S - budget|`` or ``(S - budget)**2``).  For fixed
     ``lambda`` it is a weighted group lasso; minimizing over ``lambda_g`` (hyper="l1", eps=0) gives
     ``lambda_g* = (2 xi ||w_g|| / psi)**(1/3)``.  Groups are not weighted by size, so that each
@@ -189,73 +191,20 @@ class GroupHALO(_GroupPenalty):
     subgradient 0 at an exactly zero group, so the gradient is finite without a second floor and
     the value of a zero group is exactly 0.
 
-    Args:
-        params: ``{name: parameter}`` to penalize (see :meth:`Penalty.for_model`; pass
-            ``biases=True`` to put each unit's bias in its group).
-        xi: weight-penalty strength.
-        psi: hyper-penalty strength on the scales.
-        lambda_init: initial value of every scale.
-        hyper: ``"l1"`` | ``"budget"`` | ``"budget_sq"``.
-        budget: the target of the budget forms (required for them).
-        eps: soft floor added as ``eps**2`` to ``lambda**2`` (0 recovers the unfloored form).
-        scale_weight_decay: weight decay on the scales in :meth:`param_groups` (default 0).
+    Takes the arguments of :class:`~.halo.HierarchicalPenalty` (pass ``biases=True`` to
+    :meth:`Penalty.for_model` to put each unit's bias in its group); its ``stats()`` add
+    ``groups_zero`` to the scale summary.
     """
 
     name = "group_halo"
 
-    def __init__(
-        self,
-        params: Mapping[str, torch.Tensor],
-        *,
-        xi: float = 1e-4,
-        psi: float = 1e-4,
-        lambda_init: float = 1.0,
-        hyper: str = "l1",
-        budget: float | None = None,
-        eps: float = 1e-3,
-        scale_weight_decay: float = 0.0,
-    ):
-        super().__init__(params, xi=xi, scale_weight_decay=scale_weight_decay)
-        set_hyper(self, psi=psi, lambda_init=lambda_init, hyper=hyper, budget=budget, eps=eps)
-        self.scales = nn.ParameterDict(
-            {
-                s.key: nn.Parameter(s.weight.new_full((s.num_groups,), self.lambda_init))
-                for s in self._sets
-            }
-        )
+    def initial_scales(self) -> dict[str, torch.Tensor]:
+        return {s.key: s.weight.new_full((s.num_groups,), self.lambda_init) for s in self._sets}
 
-    def scale_tensors(self) -> tuple[torch.Tensor, ...]:
-        """The scales, one ``[num_groups]`` tensor per group set, in selection order."""
-        return tuple(self.scales[s.key] for s in self._sets)
-
-    def reference(self) -> torch.Tensor:
-        eps2 = self.eps**2
-        weight_term = None
-        s_total = None
-        for gs, lam in zip(self._sets, self.scale_tensors()):
-            term = (_norm(gs.squared_norms(), 0.0) / (lam.square() + eps2)).sum()
-            weight_term = term if weight_term is None else weight_term + term
-            s = lam.abs().sum()
-            s_total = s if s_total is None else s_total + s
-        return self.xi * weight_term + self.psi * HYPER[self.hyper](s_total, self.budget or 0.0)
+    def magnitudes(self) -> list[torch.Tensor]:
+        return [_norm(gs.squared_norms(), 0.0) for gs in self._sets]
 
     def optimal_scales(self) -> dict[str, torch.Tensor]:
         """Closed-form minimizer over the scales for the current weights (hyper="l1", eps=0):
         ``lambda_g* = (2 xi ||w_g|| / psi)**(1/3)``, keyed like :meth:`group_norms`."""
         return {n: (2 * self.xi * g / self.psi).pow(1 / 3) for n, g in self.group_norms().items()}
-
-    @torch.no_grad()
-    def stats(self) -> dict[str, float]:
-        """Scale summary as HALO, plus ``groups_zero``: fraction of groups with L2 norm <= 1e-3."""
-        flat = torch.cat([lam.detach().abs() for lam in self.scale_tensors()])
-        return {
-            "scale_min": flat.min().item(),
-            "scale_median": flat.median().item(),
-            "scale_mean": flat.mean().item(),
-            "scale_max": flat.max().item(),
-            "groups_zero": self._groups_zero(),
-        }
-
-    def extra_repr(self) -> str:
-        extra = f", budget={self.budget:g}" if self.budget is not None else ""
-        return f"{super().extra_repr()}, psi={self.psi:g}, hyper={self.hyper}{extra}, eps={self.eps:g}"

@@ -2,14 +2,11 @@
 
 With one trainable scale ``lambda_j`` per penalized scalar ``w_j``::
 
-    P(w, lambda) = xi * sum_j |w_j| / (lambda_j**2 + eps**2)  +  psi * R(lambda)
+    P(w, lambda) = xi * sum_j |w_j| / (lambda_j**2 + eps**2)  +  psi * R(S),   S = sum_j |lambda_j|
 
-    R = sum_j |lambda_j|                    hyper="l1"         (default)
-      = | sum_j |lambda_j| - budget |       hyper="budget"
-      = ( sum_j |lambda_j| - budget )**2    hyper="budget_sq"
-
-For fixed ``lambda`` this is an adaptive lasso (weight ``j`` is soft-thresholded at
-``xi / lambda_j**2``); minimizing over ``lambda_j`` (hyper="l1", eps=0) gives
+with ``R`` one of the hyper-penalty forms of :mod:`.hyper` (``S``, ``|S - budget|`` or
+``(S - budget)**2``).  For fixed ``lambda`` this is an adaptive lasso (weight ``j`` is
+soft-thresholded at ``xi / lambda_j**2``); minimizing over ``lambda_j`` (hyper="l1", eps=0) gives
 ``lambda_j* = (2 xi |w_j| / psi)**(1/3)`` and a bridge penalty of exponent 1/3 on ``w``.
 
 Numerical safety: ``lambda`` enters squared and the paper's ``lambda -> 0`` limit divides by zero.
@@ -18,67 +15,57 @@ coefficient by ``xi / eps**2``, keeps the value and both gradients finite for ev
 (including exactly 0, where the gradient on ``lambda`` is ``psi * sign(0) = 0`` plus a finite data
 term), and is differentiable, so a scale that shrank can still grow back when its weight is needed.
 For ``lambda >> eps`` it changes nothing measurable.  ``eps = 0`` recovers the paper's form exactly.
+
+:class:`HierarchicalPenalty` is what HALO and group HALO (:mod:`.group`) share: the settings, the
+scales, the value ``xi * sum_k m_k / (lambda_k**2 + eps**2) + psi * R(S)`` for magnitudes ``m_k``
+(``|w_j|`` for HALO, ``||w_g||`` for group HALO), and the scale statistics.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Penalty, scale_key
-from .fused import halo_kernel_for, l1_kernel, sws_kernel
-
-# R(S) as a function of S = sum_j |lambda_j| and the budget p: a registry, not an if/elif chain.
-HYPER: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
-    "l1": lambda s, p: s,
-    "budget": lambda s, p: (s - p).abs(),
-    "budget_sq": lambda s, p: (s - p).square(),
-}
+from .base import Penalty, option, scale_key, scale_summary
+from .hyper import HYPER, HyperForm, hyper_form
+from .kernels.elementwise import l1_kernel, sws_kernel
+from .kernels.native import halo_kernel_for
 
 
-def set_hyper(penalty: Penalty, *, psi: float, lambda_init: float, hyper: str, budget: float | None, eps: float) -> None:
-    """Check and store the hyper-penalty settings shared by HALO and group HALO."""
-    who = type(penalty).__name__
-    if hyper not in HYPER:
-        raise ConfigError(f"{who}: unknown hyper={hyper!r}; choose one of {', '.join(HYPER)}")
-    if hyper != "l1" and budget is None:
-        raise ConfigError(f"{who}: hyper={hyper!r} needs a budget (the target sum of |lambda|)")
-    if psi < 0 or eps < 0:
-        raise ConfigError(f"{who}: psi and eps must be >= 0")
-    penalty.psi = float(psi)
-    penalty.lambda_init = float(lambda_init)
-    penalty.hyper = hyper
-    penalty.budget = None if budget is None else float(budget)
-    penalty.eps = float(eps)
+class HierarchicalPenalty(Penalty):
+    """Base of HALO and group HALO: one trainable scale per magnitude, and a hyper-penalty on them.
 
-
-def _weighted_l1(targets, scales, eps2: float) -> torch.Tensor:
-    """sum over tensors of sum |w| / (lambda**2 + eps**2)."""
-    total = None
-    for w, lam in zip(targets, scales):
-        term = (w.abs() / (lam.square() + eps2)).sum()
-        total = term if total is None else total + term
-    return total
-
-
-class HALO(Penalty):
-    """Hierarchical adaptive lasso: one trainable scale per penalized scalar.
+    Subclasses give :meth:`initial_scales` (the scales, by state-dict key, in the order of
+    :meth:`magnitudes`) and :meth:`magnitudes` (one tensor per scale tensor, of its shape).
 
     Args:
         params: ``{name: parameter}`` to penalize (see :meth:`Penalty.for_model`).
         xi: weight-penalty strength.
         psi: hyper-penalty strength on the scales.
         lambda_init: initial value of every scale.
-        hyper: ``"l1"`` | ``"budget"`` | ``"budget_sq"`` (see the module docstring).
+        hyper: ``"l1"`` | ``"budget"`` | ``"budget_sq"`` (see :mod:`.hyper`).
         budget: the target ``p`` of the budget forms (required for them).
-        eps: soft floor added as ``eps**2`` to ``lambda**2`` (0 recovers the paper's form).
+        eps: soft floor added as ``eps**2`` to ``lambda**2`` (0 recovers the unfloored form).
         scale_weight_decay: weight decay on the scales in :meth:`param_groups` (default 0).
+
+    Raises:
+        ConfigError: for an unknown ``hyper``, a budget form without a budget, or a negative
+            ``psi`` / ``eps``.
     """
 
-    name = "halo"
+    @dataclass
+    class Options:
+        xi: float = option(1e-4, "weight-penalty strength")
+        psi: float = option(1e-4, "hyper-penalty strength on the scales")
+        lambda_init: float = option(1.0, "initial value of every scale")
+        hyper: str = option("l1", "hyper-penalty form R(S) of S = sum |lambda|: l1 | budget | budget_sq")
+        budget: float | None = option(None, "the target sum of |lambda| of the budget forms, which require it")
+        eps: float = option(1e-3, "soft floor added as eps**2 to lambda**2 (0: the unfloored form)")
+        scale_weight_decay: float = option(0.0, "weight decay on the scales in their optimizer group")
 
     def __init__(
         self,
@@ -93,17 +80,73 @@ class HALO(Penalty):
         scale_weight_decay: float = 0.0,
     ):
         super().__init__(params, xi=xi, scale_weight_decay=scale_weight_decay)
-        set_hyper(self, psi=psi, lambda_init=lambda_init, hyper=hyper, budget=budget, eps=eps)
-        self.scales = nn.ParameterDict(
-            {
-                scale_key(n): nn.Parameter(torch.full_like(p, lambda_init, memory_format=torch.contiguous_format))
-                for n, p in zip(self.names, self._targets)
-            }
-        )
+        who = type(self).__name__
+        hyper_form(hyper, budget, who)
+        if psi < 0 or eps < 0:
+            raise ConfigError(f"{who}: psi and eps must be >= 0")
+        self.psi = float(psi)
+        self.lambda_init = float(lambda_init)
+        self.hyper = hyper
+        self.budget = None if budget is None else float(budget)
+        self.eps = float(eps)
+        initial = self.initial_scales()
+        # ParameterDict sorts the keys of a plain dict: the order of the magnitudes is kept here.
+        self._scale_keys: tuple[str, ...] = tuple(initial)
+        self.scales = nn.ParameterDict({k: nn.Parameter(t) for k, t in initial.items()})
+
+    @property
+    def form(self) -> HyperForm:
+        """The hyper-penalty form ``hyper`` (looked up, not stored: a module must stay picklable)."""
+        return HYPER[self.hyper]
+
+    def initial_scales(self) -> dict[str, torch.Tensor]:
+        """``{state-dict key: tensor filled with lambda_init}``, one per tensor of :meth:`magnitudes`."""
+        raise NotImplementedError
+
+    def magnitudes(self) -> list[torch.Tensor]:
+        """The magnitudes the scales divide, one tensor per scale tensor (differentiable in the weights)."""
+        raise NotImplementedError
 
     def scale_tensors(self) -> tuple[torch.Tensor, ...]:
-        """The scales in the order of :attr:`names`."""
-        return tuple(self.scales[scale_key(n)] for n in self.names)
+        """The scales, in the order of :meth:`magnitudes`."""
+        return tuple(self.scales[k] for k in self._scale_keys)
+
+    def reference(self) -> torch.Tensor:
+        eps2 = self.eps**2
+        weight_term = s = None
+        for m, lam in zip(self.magnitudes(), self.scale_tensors()):
+            term = (m / (lam.square() + eps2)).sum()
+            weight_term = term if weight_term is None else weight_term + term
+            t = lam.abs().sum()
+            s = t if s is None else s + t
+        return self.xi * weight_term + self.psi * self.form.value(s, self.budget or 0.0)
+
+    @torch.no_grad()
+    def stats(self) -> dict[str, float]:
+        """Summary of ``|lambda|`` (``scale_min`` / ``_median`` / ``_mean`` / ``_max``)."""
+        return {**scale_summary(self.scale_tensors()), **super().stats()}
+
+    def extra_repr(self) -> str:
+        extra = f", budget={self.budget:g}" if self.budget is not None else ""
+        return f"{super().extra_repr()}, psi={self.psi:g}, hyper={self.hyper}{extra}, eps={self.eps:g}"
+
+
+class HALO(HierarchicalPenalty):
+    """Hierarchical adaptive lasso: one trainable scale per penalized scalar (see the module docstring).
+
+    Takes the arguments of :class:`HierarchicalPenalty`; the scales have the shapes of the weights.
+    """
+
+    name = "halo"
+
+    def initial_scales(self) -> dict[str, torch.Tensor]:
+        return {
+            scale_key(n): torch.full_like(p, self.lambda_init, memory_format=torch.contiguous_format)
+            for n, p in zip(self.names, self._targets)
+        }
+
+    def magnitudes(self) -> list[torch.Tensor]:
+        return [w.abs() for w in self._targets]
 
     def kernel_call(self):
         scales = self.scale_tensors()
@@ -111,42 +154,34 @@ class HALO(Penalty):
         tensors = [*self._targets, *scales]
         return halo_kernel_for(tensors), tensors, consts
 
-    def reference(self) -> torch.Tensor:
-        scales = self.scale_tensors()
-        weight_term = _weighted_l1(self._targets, scales, self.eps**2)
-        s = sum(lam.abs().sum() for lam in scales)
-        return self.xi * weight_term + self.psi * HYPER[self.hyper](s, self.budget or 0.0)
-
     def optimal_scales(self) -> dict[str, torch.Tensor]:
         """Closed-form minimizer over the scales for the current weights (hyper="l1", eps=0):
         ``lambda* = (2 xi |w| / psi)**(1/3)``."""
         return {n: (2 * self.xi * w.detach().abs() / self.psi).pow(1 / 3) for n, w in self.penalized().items()}
-
-    @torch.no_grad()
-    def stats(self) -> dict[str, float]:
-        flat = torch.cat([lam.detach().abs().flatten() for lam in self.scale_tensors()])
-        return {
-            "scale_min": flat.min().item(),
-            "scale_median": flat.median().item(),
-            "scale_mean": flat.mean().item(),
-            "scale_max": flat.max().item(),
-        }
-
-    def extra_repr(self) -> str:
-        extra = f", budget={self.budget:g}" if self.budget is not None else ""
-        return f"{super().extra_repr()}, psi={self.psi:g}, hyper={self.hyper}{extra}, eps={self.eps:g}"
 
 
 class L1(Penalty):
     """Lasso: HALO with every scale frozen at ``lambda_init``::
 
         P(w) = xi / lambda_init**2 * sum_j |w_j|
+
+    Args:
+        params: ``{name: parameter}`` to penalize.
+        xi: penalty strength.
+        lambda_init: the frozen scale (non-zero).
+        scale_weight_decay: accepted for symmetry with HALO (L1 has no trainable scales).
     """
 
     name = "l1"
 
-    def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 1e-4, lambda_init: float = 1.0, **kwargs):
-        super().__init__(params, xi=xi, **kwargs)
+    @dataclass
+    class Options:
+        xi: float = option(1e-4, "penalty strength (the lasso's coefficient is xi / lambda_init**2)")
+        lambda_init: float = option(1.0, "the frozen scale (non-zero)")
+        scale_weight_decay: float = option(0.0, "accepted for symmetry with halo (l1 has no trainable scales)")
+
+    def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 1e-4, lambda_init: float = 1.0, scale_weight_decay: float = 0.0):
+        super().__init__(params, xi=xi, scale_weight_decay=scale_weight_decay)
         if lambda_init == 0:
             raise ConfigError("L1: lambda_init must be non-zero")
         self.lambda_init = float(lambda_init)
@@ -166,20 +201,24 @@ class SWS(Penalty):
     """Shared-scale hierarchical lasso: one trainable scalar ``lambda`` for all weights::
 
         P(w, lambda) = xi * sum_j |w_j| / (lambda**2 + eps**2) + psi * lambda**2
+
+    Args:
+        params: ``{name: parameter}`` to penalize.
+        xi, psi, lambda_init, eps, scale_weight_decay: as for HALO (with the one shared scale).
     """
 
     name = "sws"
 
-    def __init__(
-        self,
-        params: Mapping[str, torch.Tensor],
-        *,
-        xi: float = 1e-4,
-        psi: float = 1e-4,
-        lambda_init: float = 1.0,
-        eps: float = 1e-3,
-        scale_weight_decay: float = 0.0,
-    ):
+    @dataclass
+    class Options:
+        xi: float = option(1e-4, "weight-penalty strength")
+        psi: float = option(1e-4, "strength of the penalty psi * lambda**2 on the shared scale")
+        lambda_init: float = option(1.0, "initial value of the shared scale")
+        eps: float = option(1e-3, "soft floor added as eps**2 to lambda**2")
+        scale_weight_decay: float = option(0.0, "weight decay on the shared scale in its optimizer group")
+
+    def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 1e-4, psi: float = 1e-4, lambda_init: float = 1.0,
+                 eps: float = 1e-3, scale_weight_decay: float = 0.0):
         super().__init__(params, xi=xi, scale_weight_decay=scale_weight_decay)
         if psi < 0 or eps < 0:
             raise ConfigError("SWS: psi and eps must be >= 0")
@@ -199,8 +238,7 @@ class SWS(Penalty):
 
     @torch.no_grad()
     def stats(self) -> dict[str, float]:
-        v = self.scale.abs().item()
-        return {"scale_min": v, "scale_median": v, "scale_mean": v, "scale_max": v}
+        return scale_summary([self.scale])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, psi={self.psi:g}, eps={self.eps:g}"

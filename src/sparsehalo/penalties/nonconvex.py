@@ -13,71 +13,85 @@ differentiable, so which branch owns a boundary point does not change the gradie
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 
 from ..errors import ConfigError
-from .base import Penalty
-from .fused import mcp_kernel, scad_kernel
+from .base import Penalty, option
+from .kernels.elementwise import mcp_kernel, scad_kernel
 
 
-def _sum_elementwise(targets, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """sum over tensors of sum over entries of ``fn(w)``."""
-    total = None
-    for w in targets:
-        term = fn(w).sum()
-        total = term if total is None else total + term
-    return total
+class _Elementwise(Penalty):
+    """A penalty without state that sums one function of each penalized scalar."""
+
+    def pointwise(self, w: torch.Tensor) -> torch.Tensor:
+        """The penalty of every entry of ``w`` (same shape)."""
+        raise NotImplementedError
+
+    def reference(self) -> torch.Tensor:
+        total = None
+        for w in self._targets:
+            term = self.pointwise(w).sum()
+            total = term if total is None else total + term
+        return total
 
 
-class MCP(Penalty):
+class MCP(_Elementwise):
     """Minimax concave penalty (Zhang, Annals of Statistics 2010).
 
-    With ``lam = xi`` and ``gamma = psi``, summed over every penalized scalar ``w``::
+    With ``lam = xi``, summed over every penalized scalar ``w``::
 
         P(w) = lam * |w| - w**2 / (2 * gamma)     if |w| <= gamma * lam
              = gamma * lam**2 / 2                 otherwise
 
     The derivative ``sign(w) * (lam - |w| / gamma)`` falls linearly from ``lam`` at 0 to 0 at
     ``|w| = gamma * lam``: a lasso near zero that relaxes to no shrinkage at all for large weights.
-    ``gamma`` (our ``psi``) sets how fast it relaxes; the mapping ``lam = xi, gamma = psi`` follows
-    the project's METHOD.md ("MCP with lam = xi, gamma = psi"), so ``xi`` keeps its meaning as the
-    strength of the weight penalty across all penalties.
+    ``gamma`` sets how fast it relaxes.  ``lam = xi`` follows the project's METHOD.md ("MCP with
+    lam = xi, gamma = psi"), so ``xi`` keeps its meaning as the strength of the weight penalty
+    across all penalties; ``psi``, the name ``gamma`` had before, is still accepted (and is the key
+    configs and hashes store it under, so earlier runs keep their hash).
 
     Args:
         params: ``{name: parameter}`` to penalize (see :meth:`Penalty.for_model`).
         xi: ``lam``, the lasso slope at zero (>= 0; 0 gives the zero penalty).
-        psi: ``gamma`` (> 0), the concavity: the penalty is flat beyond ``|w| = psi * xi``.
+        gamma: the concavity (> 0): the penalty is flat beyond ``|w| = gamma * xi``.
+        psi: the old name of ``gamma``; when given, it is ``gamma``.
+
+    Raises:
+        ConfigError: for ``gamma <= 0`` or ``xi < 0``.
     """
 
     name = "mcp"
 
-    def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 1e-4, psi: float = 3.0):
+    @dataclass
+    class Options:
+        xi: float = option(1e-4, "lam, the lasso slope at zero")
+        gamma: float = option(3.0, "the concavity: flat beyond |w| = gamma * xi (old name: psi)", stored_as="psi")
+
+    def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 1e-4, gamma: float = 3.0, psi: float | None = None):
         super().__init__(params, xi=xi)
-        if not psi > 0:
-            raise ConfigError(f"MCP: psi (gamma) must be > 0, got {psi}")
-        self.psi = float(psi)
+        if psi is not None:
+            gamma = psi
+        if not gamma > 0:
+            raise ConfigError(f"MCP: gamma (psi) must be > 0, got {gamma}")
+        self.gamma = float(gamma)
 
     def kernel_call(self):
-        return mcp_kernel, list(self._targets), (self.xi, self.psi)
+        return mcp_kernel, list(self._targets), (self.xi, self.gamma)
 
-    def reference(self) -> torch.Tensor:
-        lam, gamma = self.xi, self.psi
-        flat = gamma * lam * lam / 2
-
-        def mcp(w: torch.Tensor) -> torch.Tensor:
-            a = w.abs()
-            # w.square(), not a * a: same value, and its gradient 2w does not route through |w|.
-            return torch.where(a <= gamma * lam, lam * a - w.square() / (2 * gamma), flat)
-
-        return _sum_elementwise(self._targets, mcp)
+    def pointwise(self, w: torch.Tensor) -> torch.Tensor:
+        lam, gamma = self.xi, self.gamma
+        a = w.abs()
+        # w.square(), not a * a: same value, and its gradient 2w does not route through |w|.
+        return torch.where(a <= gamma * lam, lam * a - w.square() / (2 * gamma), gamma * lam * lam / 2)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, psi={self.psi:g}"
+        return f"{super().extra_repr()}, gamma={self.gamma:g}"
 
 
-class SCAD(Penalty):
+class SCAD(_Elementwise):
     """Smoothly clipped absolute deviation (Fan & Li, JASA 2001).
 
     With ``lam = xi``, summed over every penalized scalar ``w``::
@@ -93,9 +107,17 @@ class SCAD(Penalty):
         params: ``{name: parameter}`` to penalize (see :meth:`Penalty.for_model`).
         xi: ``lam``, the lasso slope near zero (>= 0; 0 gives the zero penalty).
         a: the clipping point in units of ``lam`` (> 2).
+
+    Raises:
+        ConfigError: for ``a <= 2`` or ``xi < 0``.
     """
 
     name = "scad"
+
+    @dataclass
+    class Options:
+        xi: float = option(1e-4, "lam, the lasso slope near zero")
+        a: float = option(3.7, "the clipping point in units of lam (> 2; 3.7 is Fan & Li's value)")
 
     def __init__(self, params: Mapping[str, torch.Tensor], *, xi: float = 1e-4, a: float = 3.7):
         super().__init__(params, xi=xi)
@@ -107,16 +129,11 @@ class SCAD(Penalty):
         lam, a = self.xi, self.a
         return scad_kernel, list(self._targets), (lam, a * lam, lam * lam * (a + 1) / 2, a - 1)
 
-    def reference(self) -> torch.Tensor:
+    def pointwise(self, w: torch.Tensor) -> torch.Tensor:
         lam, a = self.xi, self.a
-        flat = lam * lam * (a + 1) / 2
-
-        def scad(w: torch.Tensor) -> torch.Tensor:
-            m = w.abs()
-            middle = (2 * a * lam * m - w.square() - lam * lam) / (2 * (a - 1))
-            return torch.where(m <= lam, lam * m, torch.where(m <= a * lam, middle, flat))
-
-        return _sum_elementwise(self._targets, scad)
+        m = w.abs()
+        middle = (2 * a * lam * m - w.square() - lam * lam) / (2 * (a - 1))
+        return torch.where(m <= lam, lam * m, torch.where(m <= a * lam, middle, lam * lam * (a + 1) / 2))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, a={self.a:g}"

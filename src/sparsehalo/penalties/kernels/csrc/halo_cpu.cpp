@@ -5,8 +5,10 @@
 //   dP/dlambda_i = -2 xi |w_i| lambda_i / (lambda_i^2 + eps2)^2 + psi * R'(S) * sign(lambda_i)
 //
 // with S = sum |lambda| and R(S) = S (hyper 0, "l1"), |S - budget| (1, "budget") or (S - budget)^2
-// (2, "budget_sq").  Built on first use by sparsehalo/penalties/native.py; the loop is written so that
-// the compiler vectorizes it (blocks of float partial sums, folded into double totals).
+// (2, "budget_sq"): the forms and codes of sparsehalo/penalties/hyper.py (HYPER), which is their
+// definition; the tests check this pass against it.  Built on first use by
+// sparsehalo/penalties/kernels/native.py; the loop is written so that the compiler vectorizes it
+// (blocks of float partial sums, folded into double totals).
 #include <torch/extension.h>
 
 #include <cmath>

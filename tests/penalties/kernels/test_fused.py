@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsehalo.penalties import HALO, L1, MCP, SCAD, SWS, fused as fused_mod
+from sparsehalo.penalties import HALO, L1, MCP, SCAD, SWS
+from sparsehalo.penalties.kernels import elementwise, fused as fused_mod, native
 
 
 def toy(seed=0):
@@ -86,7 +87,7 @@ def test_compiled_kernel_matches_reference(monkeypatch):
     """The torch.compile'd kernel (float32, as in training) against the reference (the native kernel,
     which HALO prefers on the CPU, is tested in test_native.py)."""
     monkeypatch.setenv("SPARSEHALO_COMPILE", "1")
-    monkeypatch.setattr(fused_mod.native, "halo_cpu", lambda: None)
+    monkeypatch.setattr(native, "halo_cpu", lambda: None)
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 10))
     p = HALO.for_model(m, xi=1e-2, psi=1e-2)
@@ -105,7 +106,7 @@ def test_compiled_kernel_matches_reference(monkeypatch):
     assert torch.allclose(v, p.reference(), rtol=1e-5)
     for a, b in zip(got, ref):  # float32, summed in another order: compare against the gradient's scale
         assert (a - b).abs().max() <= 1e-5 * b.abs().max()
-    assert fused_mod.halo_kernel in fused_mod._compiled and fused_mod.halo_kernel not in fused_mod._failed
+    assert elementwise.halo_kernel in fused_mod._compiled and elementwise.halo_kernel not in fused_mod._failed
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch):
@@ -114,13 +115,13 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(fused_mod, "_compiled", {fused_mod.l1_kernel: broken})
+    monkeypatch.setattr(fused_mod, "_compiled", {elementwise.l1_kernel: broken})
     monkeypatch.setattr(fused_mod, "_failed", set())
     m = toy()
     p = L1.for_model(m, xi=0.3)
     with pytest.warns(UserWarning, match="running it eagerly"):
         v = p()
-    assert torch.allclose(v, p.reference()) and fused_mod.l1_kernel in fused_mod._failed
+    assert torch.allclose(v, p.reference()) and elementwise.l1_kernel in fused_mod._failed
 
 
 def test_training_with_fused_matches_reference_training():

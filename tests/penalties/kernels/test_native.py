@@ -1,4 +1,4 @@
-"""The native C++ HALO kernel (csrc/halo_cpu.cpp, built on first use) against hand-written formulas
+"""The native C++ HALO kernel (kernels/csrc/halo_cpu.cpp, built on first use) against hand-written formulas
 and the reference formulation, its autograd function, the choice of kernel, and the allocator setting."""
 
 import platform
@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from sparsehalo import HALO, keep_freed_memory
-from sparsehalo.penalties import fused as fused_mod, native
+from sparsehalo.penalties.hyper import HYPER
+from sparsehalo.penalties.kernels import elementwise, native
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def by_hand(ws, lams, xi, psi, eps2, hyper, budget):
 def test_native_pass_equals_the_formulas(ext, hyper, budget):
     ws, lams = tensors()
     xi, psi, eps2 = 0.3, 0.2, 1e-6
-    out = ext.halo_forward(ws, lams, xi, psi, eps2, fused_mod.HYPER_CODES[hyper], budget, [])
+    out = ext.halo_forward(ws, lams, xi, psi, eps2, HYPER[hyper].code, budget, [])
     value, grads = by_hand(ws, lams, xi, psi, eps2, hyper, budget)
     assert out[0].dtype == torch.float32 and out[0].dim() == 0
     assert abs(out[0].item() - value.item()) <= 1e-5 * abs(value.item())
@@ -99,13 +100,13 @@ def float_model():
 
 def test_halo_picks_the_native_kernel_where_it_applies(ext, monkeypatch):
     monkeypatch.setenv("SPARSEHALO_COMPILE", "1")
-    assert HALO.for_model(float_model(), xi=1e-2, psi=1e-2).kernel_call()[0] is fused_mod.halo_native_kernel
-    assert HALO.for_model(float_model().double(), xi=1e-2, psi=1e-2).kernel_call()[0] is fused_mod.halo_kernel
+    assert HALO.for_model(float_model(), xi=1e-2, psi=1e-2).kernel_call()[0] is native.halo_native_kernel
+    assert HALO.for_model(float_model().double(), xi=1e-2, psi=1e-2).kernel_call()[0] is elementwise.halo_kernel
     m = float_model()
     m[0].weight = nn.Parameter(torch.randn(40, 30).t())  # not contiguous
-    assert HALO.for_model(m, xi=1e-2, psi=1e-2).kernel_call()[0] is fused_mod.halo_kernel
+    assert HALO.for_model(m, xi=1e-2, psi=1e-2).kernel_call()[0] is elementwise.halo_kernel
     monkeypatch.setenv("SPARSEHALO_COMPILE", "0")
-    assert HALO.for_model(float_model(), xi=1e-2, psi=1e-2).kernel_call()[0] is fused_mod.halo_kernel
+    assert HALO.for_model(float_model(), xi=1e-2, psi=1e-2).kernel_call()[0] is elementwise.halo_kernel
 
 
 def test_training_with_native_kernel_matches_reference(ext, monkeypatch):
@@ -141,7 +142,7 @@ def test_build_failure_falls_back_to_compiled_kernel(monkeypatch):
     monkeypatch.setenv("SPARSEHALO_COMPILE", "1")
     with pytest.warns(UserWarning, match="native HALO kernel not built \\(no C\\+\\+ compiler\\)"):
         assert native.halo_cpu() is None
-    assert HALO.for_model(float_model(), xi=1e-2, psi=1e-2).kernel_call()[0] is fused_mod.halo_kernel
+    assert HALO.for_model(float_model(), xi=1e-2, psi=1e-2).kernel_call()[0] is elementwise.halo_kernel
 
 
 def test_keep_freed_memory():

@@ -10,6 +10,9 @@ The extension is compiled once per machine (about a minute; cached by ``torch.ut
 under ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``, keyed by this source) and needs a C++
 compiler and ninja.  Where it cannot be built, :func:`halo_cpu` returns None (after one warning) and
 the penalty uses its ``torch.compile`` kernel instead.  ``SPARSEHALO_COMPILE=0`` disables both.
+
+The C++ pass implements the hyper-penalty forms of :data:`..hyper.HYPER` under their integer
+:attr:`~..hyper.HyperForm.code`; :func:`halo_native_kernel` passes that code, never a number of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..hyper import HYPER
+from .elementwise import halo_kernel
+from .fused import Kernel, compile_enabled
 
 SOURCE = Path(__file__).with_name("csrc") / "halo_cpu.cpp"
 FLAGS = ["-O3", "-fopenmp-simd"]
@@ -66,3 +76,27 @@ def halo_cpu():
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         warnings.warn(f"sparsehalo: native HALO kernel not built ({first}); using the torch.compile kernel", stacklevel=2)
     return _module
+
+
+def halo_native_kernel(tensors: list[torch.Tensor], n: int, xi: float, psi: float, eps2: float, hyper: str, budget: float):
+    """:func:`.elementwise.halo_kernel` as one C++ pass (``csrc/halo_cpu.cpp``)."""
+    out = halo_cpu().halo_forward(tensors[:n], tensors[n:], xi, psi, eps2, HYPER[hyper].code, budget, [])
+    return out[0], out[1:]
+
+
+def _halo_native_autograd(tensors: list[torch.Tensor], n: int, xi: float, psi: float, eps2: float, hyper: str, budget: float):
+    """The same pass as a C++ autograd function (no Python in the forward or the backward)."""
+    return halo_cpu().halo_apply(tensors[:n], tensors[n:], xi, psi, eps2, HYPER[hyper].code, budget)
+
+
+halo_native_kernel.native = True
+halo_native_kernel.autograd = _halo_native_autograd
+
+
+def halo_kernel_for(tensors: Sequence[torch.Tensor]) -> Kernel:
+    """The native kernel where it applies (contiguous float32 CPU tensors, compilation enabled and the
+    extension buildable), else the ``torch.compile`` one (:func:`.elementwise.halo_kernel`)."""
+    if compile_enabled() and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
+        if halo_cpu() is not None:
+            return halo_native_kernel
+    return halo_kernel

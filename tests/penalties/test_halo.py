@@ -1,4 +1,5 @@
-"""Penalties against hand-written formulas, gradcheck, the closed-form optimum, and invariants."""
+"""HALO, L1 and SWS against hand-written formulas, gradcheck, the closed-form optimum, and invariants
+(selection, partition, ownership, state dicts, errors, the README's use in a user's loop)."""
 
 import copy
 
@@ -125,26 +126,10 @@ def test_scales_converge_to_closed_form():
     assert torch.allclose(p(), profiled, rtol=1e-8)
 
 
-def _train(model, penalty, steps=20):
-    groups = [{"params": model.parameters()}] + (penalty.param_groups(lr=0.05) if penalty is not None else [])
-    opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(64, 4, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 2, (64,), generator=g)
-    for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        if penalty is not None:
-            loss = loss + penalty()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model
-
-
-def test_xi_zero_is_identical_to_no_penalty():
+def test_xi_zero_is_identical_to_no_penalty(train):
     a, b = toy(), toy()
-    _train(a, HALO.for_model(a, xi=0.0, psi=1e-2, biases=True))
-    _train(b, None)
+    train(a, HALO.for_model(a, xi=0.0, psi=1e-2, biases=True))
+    train(b, None)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
 
@@ -158,10 +143,10 @@ def test_scale_weight_decay_is_explicit():
     assert g["weight_decay"] == 1e-4 and "lr" not in g
 
 
-def test_state_dict_round_trip_and_to():
+def test_state_dict_round_trip_and_to(train):
     m = toy()
     p = HALO.for_model(m, xi=0.1)
-    _train(m, p, steps=5)
+    train(m, p, steps=5)
     q = HALO.for_model(copy.deepcopy(m), xi=0.1)
     assert not torch.equal(q.scales["0__weight"], p.scales["0__weight"])
     q.load_state_dict(p.state_dict())

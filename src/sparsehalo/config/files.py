@@ -1,0 +1,82 @@
+"""Configs from files and the command line: TOML with ``extends``, ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .sections import Config
+from .values import from_section
+
+
+def from_dict(data: dict) -> Config:
+    """Build a :class:`Config` from nested dicts, rejecting unknown keys and wrong types."""
+    return from_section(Config, data)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``key.sub=value``; the value is read as a TOML value, else taken as a string."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value (e.g. train.epochs=15)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``--set`` overrides to a nested dict (a deep copy is returned)."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a TOML config; ``extends = "other.toml"`` (relative to the file) is read first and
+    overridden key by key, so a method's config states only what differs from its base."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {str(path)!r} extends itself")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    parent = data.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ConfigError(f"{str(path)!r}: extends must be a file name")
+        data = _deep_merge(read_toml(path.parent / parent, _seen + (path.resolve(),)), data)
+    return data
+
+
+def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a TOML config file (or defaults when ``path`` is None) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        data = read_toml(path)
+        data.setdefault("name", Path(path).stem)
+    return from_dict(apply_overrides(data, list(overrides)))
