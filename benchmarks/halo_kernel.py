@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sparsehalo import HALO, keep_freed_memory  # noqa: E402
-from sparsehalo.penalties import fused, native  # noqa: E402
+from sparsehalo.penalties.kernels import elementwise, fused, native  # noqa: E402
 
 SHAPES = [(300, 784), (100, 300), (10, 100)]  # LeNet-300-100's weights
 
@@ -75,12 +75,12 @@ def main() -> int:
         return step
 
     rows = {
-        "torch.compile kernel (value + gradients)": lambda: fused.run_kernel(fused.halo_kernel, ws + lams, *consts),
+        "torch.compile kernel (value + gradients)": lambda: fused.run_kernel(elementwise.halo_kernel, ws + lams, *consts),
         "native pass, fresh gradient tensors": lambda: ext.halo_forward(ws, lams, 1e-4, 1e-4, 1e-6, 0, 0.0, []),
         "native pass, into reused buffers": lambda: ext.halo_forward(ws, lams, 1e-4, 1e-4, 1e-6, 0, 0.0, bufs),
         f"torch.sum over {n:,} floats (yardstick)": lambda: flat.sum(),
-        "tiny forward + backward, compiled kernel + Python Function": tiny_step(fused.halo_kernel),
-        "tiny forward + backward, native C++ autograd function": tiny_step(fused.halo_native_kernel),
+        "tiny forward + backward, compiled kernel + Python Function": tiny_step(elementwise.halo_kernel),
+        "tiny forward + backward, native C++ autograd function": tiny_step(native.halo_native_kernel),
     }
     print(f"HALO kernels on LeNet-300-100's {n:,} weights, {torch.get_num_threads()} thread(s), "
           f"allocator: {'kept memory' if args.keep else 'glibc default'}")

@@ -11,7 +11,7 @@ its own gradients.  `benchmarks/penalty_overhead.py --repeats 4` measures the ef
 glibc's dynamic adjustment) and disables heap trimming, so freed blocks are reused instead of being
 faulted in again: the CPU counterpart of the CUDA caching allocator (jemalloc or tcmalloc through
 ``LD_PRELOAD`` achieve the same).  The process then keeps its peak heap until it exits.  It is a no-op
-where the C library is not glibc.  The training engine calls it unless ``run.keep_freed_memory = false``.
+where the C library is not glibc.  The training loop calls it unless ``run.keep_freed_memory = false``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The one :class:`torch.optim.lr_scheduler.LambdaLR` built by :func:`build` multiplies the initial
 learning rate of *every* parameter group (the network's and the penalty's) by ``factor(step)``, and
-the engine calls ``scheduler.step()`` exactly once after each optimizer step.  There is one
+the training loop calls ``scheduler.step()`` exactly once after each optimizer step.  There is one
 scheduler and one optimizer, so the decay can never be applied twice or to the wrong optimizer.
 """
 

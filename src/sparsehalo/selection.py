@@ -15,7 +15,6 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError
 
 DEFAULT_TYPES = ("Conv2d", "Linear")
 

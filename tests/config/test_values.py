@@ -17,5 +17,4 @@ def test_from_section_is_the_public_reader():
     assert config.from_section(Opts, {"k": 3, "f": 2}, "method.options.") == Opts(3, 2.0)
     with pytest.raises(ConfigError, match="unknown config key 'method.options.q'"):
         config.from_section(Opts, {"q": 1}, "method.options.")
-    assert config._from_dict is config.from_section  # the name methods/base.py used
     assert not hasattr(config, "load_json")  # dead: run directories are read by the training code

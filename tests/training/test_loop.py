@@ -1,4 +1,4 @@
-"""The training loop: run directory contents, resume, schedules, divergence, config hashing."""
+"""The training loop: run directory contents, resume, seeds, schedules, divergence, mixed precision."""
 
 import csv
 import json
@@ -13,10 +13,7 @@ from sparsehalo.io import load_torch, write_json
 from sparsehalo.progress import Progress
 from sparsehalo.training import checkpointing, loop, summary as summary_mod
 from sparsehalo.config import ScheduleConfig
-from sparsehalo.demo import demo_configs
 from sparsehalo.errors import CheckpointError, ConfigError, DivergenceError
-
-from support import ROOT
 
 
 def make(settings, *extra):
@@ -90,7 +87,7 @@ def test_seed_changes_result_and_same_seed_repeats(tmp_path, tiny_settings):
     mb = load_torch(tmp_path / "b" / "checkpoint.pt")["model"]["fc1.weight"]
     mc = load_torch(tmp_path / "c" / "checkpoint.pt")["model"]["fc1.weight"]
     assert torch.equal(ma, mb) and not torch.equal(ma, mc)
-    assert a["final"]["train_loss"] == b["final"]["train_loss"]
+    assert a["final"]["train_loss"] == b["final"]["train_loss"] != c["final"]["train_loss"]
 
 
 @pytest.mark.parametrize(
@@ -143,52 +140,9 @@ def test_divergence_is_reported_and_keeps_last_checkpoint(tmp_path, tiny_setting
     assert (run / "checkpoint.pt").read_bytes() == before
 
 
-def test_config_hash_is_pinned_and_demo_matches_configs():
-    cfg = config_mod.load(ROOT / "configs" / "mnist_lenet300_halo.toml")
-    assert cfg.hash() == "e675164246e4"
-    assert cfg.name == "mnist_lenet300_halo"
-    # run-only settings do not change the hash; results-changing ones do
-    assert config_mod.load(ROOT / "configs" / "mnist_lenet300_halo.toml", ['run.device="cpu"']).hash() == cfg.hash()
-    assert config_mod.load(ROOT / "configs" / "mnist_lenet300_halo.toml", ["train.seed=1"]).hash() != cfg.hash()
-    demo = demo_configs(epochs=30)
-    assert demo["HALO"].to_dict() == cfg.to_dict()
-    dense = config_mod.load(ROOT / "configs" / "mnist_lenet300_dense.toml")
-    assert demo["no penalty"].to_dict() == dense.to_dict()
-
-
-@pytest.mark.parametrize(
-    "override,message",
-    [
-        ("train.epoch=3", "did you mean 'train.epochs'"),
-        ("train.epochs=abc", "needs an integer"),
-        ("penalty.xi=true", "needs a number"),
-        ("nosuchsection.x=1", "unknown config key 'nosuchsection'"),
-        ("train=3", "must be a table"),
-    ],
-)
-def test_bad_config_keys(override, message):
-    with pytest.raises(ConfigError, match=message):
-        config_mod.load(None, [override])
-
-
 def test_penalty_option_the_class_does_not_take(tmp_path, tiny_settings):
     with pytest.raises(ConfigError, match="psi"):
         training.build(make(tiny_settings, 'penalty.name="l1"', "penalty.psi=0.1"))
-
-
-def test_every_shipped_config_parses_and_builds():
-    """Each config's model, penalty and method (with its options and phases) can be built."""
-    from sparsehalo import methods, models, penalties
-
-    files = sorted((ROOT / "configs").glob("*.toml"))
-    assert len(files) >= 40
-    for f in files:
-        cfg = config_mod.load(f)
-        assert cfg.name == f.stem
-        model = models.build(cfg.model.name, **cfg.model.kwargs)
-        penalties.build(cfg.penalty.name, model, **cfg.penalty.selection(), **cfg.penalty.options())
-        m = methods.build(cfg.method.name, cfg.method.sparsity, cfg.method.options)
-        assert sum(m.phases(cfg.train.epochs)) == cfg.train.epochs
 
 
 def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
@@ -196,19 +150,6 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
     p.write_bytes(b"not a zip file at all")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_torch(p)
-
-
-def test_config_extends(tmp_path):
-    (tmp_path / "base.toml").write_text('name = "base"\n[train]\nepochs = 7\nseed = 3\n[penalty]\nname = "halo"\nxi = 0.5\n')
-    (tmp_path / "child.toml").write_text('extends = "base.toml"\nname = "child"\n[train]\nepochs = 9\n')
-    cfg = config_mod.load(tmp_path / "child.toml")
-    assert (cfg.name, cfg.train.epochs, cfg.train.seed, cfg.penalty.name, cfg.penalty.xi) == ("child", 9, 3, "halo", 0.5)
-    (tmp_path / "loop.toml").write_text('extends = "loop.toml"\n')
-    with pytest.raises(ConfigError, match="extends itself"):
-        config_mod.load(tmp_path / "loop.toml")
-    (tmp_path / "orphan.toml").write_text('extends = "missing.toml"\n')
-    with pytest.raises(ConfigError, match="not found"):
-        config_mod.load(tmp_path / "orphan.toml")
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
@@ -221,13 +162,6 @@ def test_mixed_precision_trains_and_differs_from_fp32(tmp_path, tiny_settings, a
     assert make(tiny_settings, "run.channels_last=true").hash() == make(tiny_settings).hash()
     if amp == "fp16":
         assert load_torch(tmp_path / amp / "checkpoint.pt")["scaler"]["scale"] > 0
-
-
-def test_hash_ignores_defaults():
-    """A default-valued setting does not enter the hash, so adding fields keeps old hashes."""
-    assert config_mod.Config().hashed_dict() == {}
-    assert config_mod.load(None, ["train.epochs=30"]).hash() == config_mod.Config().hash()
-    assert config_mod.load(None, ["train.epochs=31"]).hashed_dict() == {"train": {"epochs": 31}}
 
 
 def test_train_size_subset(tiny_settings):

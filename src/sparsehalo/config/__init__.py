@@ -33,7 +33,7 @@ from .sections import (
     ScheduleConfig,
     TrainConfig,
 )
-from .values import _from_dict, check_value, from_section  # noqa: F401  (_from_dict: the name methods/base.py imports)
+from .values import check_value, from_section
 
 __all__ = [
     "Config", "ModelConfig", "DataConfig", "PenaltyConfig", "MethodConfig", "OptimConfig", "ScheduleConfig",

@@ -107,4 +107,3 @@ def from_section(cls: type, data: Any, prefix: str = "") -> Any:
 
 
 #: the name :mod:`sparsehalo.methods.base` uses (the same function)
-_from_dict = from_section

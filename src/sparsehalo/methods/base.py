@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..config import _from_dict as from_section  # TODO(lead): public name once config.py settles
+from ..config import from_section
 from ..errors import ConfigError
 from ..pruning import Mask
 from ..registry import Registry

@@ -1,6 +1,5 @@
 """The fused fast path of every penalty equals its plain autograd reference."""
 
-import warnings
 
 import pytest
 import torch
