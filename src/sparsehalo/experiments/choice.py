@@ -24,8 +24,13 @@ def val_by_level(summary: dict) -> dict[str, float | None]:
 
 def score(summary: dict, levels: Sequence[str]) -> float | None:
     """Mean validation accuracy at ``levels``; None unless the run has exactly one value at each."""
-    accs = [p["val_accuracy"] for p in summary["points"] if paths.level_name(p["sparsity_requested"]) in levels]
-    return statistics.mean(accs) if len(accs) == len(levels) and None not in accs else None
+    found: dict[str, list] = {}
+    for p in summary["points"]:
+        found.setdefault(paths.level_name(p["sparsity_requested"]), []).append(p["val_accuracy"])
+    accs = [found.get(level, []) for level in levels]
+    if any(len(a) != 1 or a[0] is None for a in accs):
+        return None
+    return statistics.mean(a[0] for a in accs)
 
 
 def _finished(outcomes: Sequence[Outcome]) -> bool:

@@ -7,9 +7,9 @@ orders or looks up items reads fields instead of parsing labels.  An item whose 
 turns its waiting items into runs.
 
 A run is *finished* when its summary exists (:func:`sparsehalo.paths.summary`).  A worker takes a
-run by creating its claim file (:func:`sparsehalo.paths.claim`) exclusively and writing its pid;
-other workers skip claimed runs, and a claim whose process has died is taken over (the run then
-resumes from its checkpoint).  Re-running a plan skips finished runs, so resuming is running again.
+run by locking its claim file (:func:`sparsehalo.paths.claim`, an exclusive ``flock``); other
+workers skip locked runs, and the run of a worker that died is free again (its lock went with it;
+the run then resumes from its checkpoint).  Re-running a plan skips finished runs, so resuming is running again.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .. import paths
 from ..config import Config
+from ..errors import SparsehaloError
 
 
 @dataclass(frozen=True)
@@ -76,52 +77,61 @@ def listing(items: Iterable[Item]) -> list[str]:
     return [f"{item.group:14} {state(item):8} {item.label}" for item in items]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
+_HELD: dict[Path, int] = {}  # claim file -> the open, locked descriptor this process holds it by
 
 
 def claim(run_dir: str | Path) -> bool:
     """Take the run in ``run_dir`` for this process.
 
+    The claim is an exclusive ``flock`` on the claim file, held until :func:`release` or until the
+    process ends (the kernel drops the lock of a dead process, so there are no stale claims to
+    detect and no window in which two workers take over the same one).  The file holds the holder's
+    pid, for people.
+
     Returns:
-        True if this process now holds the claim; False if a live process holds it.
+        True if this process now holds the claim; False if another worker (or this process, through
+        an earlier claim) holds it.
     """
+    fcntl = _fcntl()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = paths.claim(run_dir)
-    for _ in range(2):
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                text = path.read_text()
-            except FileNotFoundError:
-                continue  # released meanwhile: try again
-            if not text:
-                return False  # just created by another worker, which is writing its pid
-            try:
-                pid = int(text)
-            except ValueError:
-                pid = 0  # not a pid: stale
-            if pid > 0 and _alive(pid):
-                return False
-            path.unlink(missing_ok=True)  # stale claim: its process is gone
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if not current:  # released (unlinked) between our open and our lock: lock the new file instead
+            os.close(fd)
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _HELD[path.absolute()] = fd
         return True
-    return False
 
 
 def release(run_dir: str | Path) -> None:
-    """Give up the claim on ``run_dir`` (nothing happens if there is none)."""
-    paths.claim(Path(run_dir)).unlink(missing_ok=True)
+    """Give up this process's claim on ``run_dir`` (nothing happens if it holds none)."""
+    path = paths.claim(Path(run_dir))
+    fd = _HELD.pop(path.absolute(), None)
+    if fd is not None:
+        path.unlink(missing_ok=True)  # while still locked, so no one locks the file being removed
+        os.close(fd)
+
+
+def _fcntl():
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        raise SparsehaloError("sharing a plan between workers needs POSIX file locks (fcntl), "
+                              "which this platform lacks") from None
+    return fcntl
 
 
 def retire(items: list[Item], runs_root: str | Path, to: str | Path, echo: Callable[[str], None] = print) -> list[Path]:
@@ -177,6 +187,8 @@ def work(make_plan: Callable[[], list[Item]], *, after: Callable[[Item], Any] | 
             train(pick.config, pick.run_dir, echo=echo)
         finally:
             release(pick.run_dir)
+        if not finished(pick):  # would be picked again forever
+            raise SparsehaloError(f"training {pick.label!r} returned without writing {paths.summary(pick.run_dir)}")
         done.append(pick)
         if after is not None:
             after(pick)

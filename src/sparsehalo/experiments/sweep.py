@@ -8,12 +8,14 @@ run's name.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import paths
 from ..config import Config
+from ..errors import ConfigError
 from ..io import write_csv
 from ..results import read_summary
 from .choice import score, val_by_level
@@ -26,13 +28,29 @@ def grid(axes: Mapping[str, Sequence[Any]]) -> list[Point]:
 
     >>> grid({"penalty.xi": [1, 2], "penalty.psi": [3]})
     [{'penalty.xi': 1, 'penalty.psi': 3}, {'penalty.xi': 2, 'penalty.psi': 3}]
+
+    Raises:
+        ConfigError: when there is no axis or an axis has no value (the sweep would choose nothing).
     """
+    if not axes or any(len(v) == 0 for v in axes.values()):
+        raise ConfigError(f"sweep grid {dict(axes)!r} is empty: every axis needs at least one value")
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
 def overrides(point: Mapping[str, Any]) -> list[str]:
-    """``--set`` overrides of a point: ``["penalty.xi=5e-05", ...]`` (values as Python literals)."""
-    return [f"{k}={v!r}" for k, v in point.items()]
+    """``--set`` overrides of a point: ``["penalty.xi=5e-05", 'schedule.name="step"', ...]`` (TOML values)."""
+    return [f"{k}={_toml(v)}" for k, v in point.items()]
+
+
+def _toml(value: Any) -> str:
+    """A TOML literal of a bool, number, string or list of them (floats as ``repr``: ``5e-05``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    return repr(value)
 
 
 def short_key(key: str) -> str:
