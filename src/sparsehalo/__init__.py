@@ -42,6 +42,7 @@ __all__ = [
     "sparsity_table",
     "evaluate",
     "models",
+    "sparse",
     "SparsehaloError",
     "export_sparse",
     "export_dense",

@@ -1,6 +1,5 @@
 """Choice by validation accuracy on hand-written summaries: overall, per level, at one level; ties, gaps."""
 
-import pytest
 
 from sparsehalo.experiments import best, best_at, best_per_level, score, val_by_level
 
