@@ -117,7 +117,7 @@ class Campaign:
 
     def accuracies(self, where: str, name: str, level: str) -> list[float]:
         """Test accuracies (no fine-tuning) at ``level`` of the finished runs ``name`` in ``<out>/<where>``,
-        in seed order of their directories."""
+        one per seed, in the order of their run directories (not of their seeds)."""
         return list(accuracy_by_seed(self.out / where, name, level).values())
 
     # -- names -------------------------------------------------------------------------------
