@@ -23,7 +23,7 @@ from ..data import DATASETS, normalize_name
 from ..errors import CheckpointError, ConfigError, SparsehaloError
 from ..io import atomic_write_bytes, load_torch, save_torch
 from ..measure import count_nonzero
-from ..selection import prunable_parameters
+from ..selection import aliases, prunable_parameters, unwrap
 from ..training import build_model, config_of
 from .container import MAX_ELEMENTS, encode_state, read_metadata, read_sparse_state
 
@@ -61,8 +61,11 @@ def export_sparse(model: nn.Module, path: str | Path, *, values_dtype: torch.dty
         SparsehaloError: a bad ``values_dtype`` or metadata, or values that overflow ``float16``.
     """
     path = Path(path)
+    model = unwrap(model)  # names of the plain model, so the file loads into it
     state = model.state_dict()
-    data, tensors = encode_state(state, set(prunable_parameters(model)), values_dtype, metadata)
+    tied = aliases(model)
+    sparse_names = {alias for n in prunable_parameters(model) for alias in (n, *tied.get(n, ()))}
+    data, tensors = encode_state(state, sparse_names, values_dtype, metadata)
     atomic_write_bytes(path, lambda f: f.write(data))
     return _report("sparse", path, _dense_fp32_bytes(state), values_dtype=str(values_dtype).removeprefix("torch."), tensors=tensors)
 
@@ -76,7 +79,7 @@ def export_dense(model: nn.Module, path: str | Path) -> dict:
         ``{"format", "path", "dense_fp32_bytes", "file_bytes", "ratio"}``.
     """
     path = Path(path)
-    state = model.state_dict()
+    state = unwrap(model).state_dict()
     save_torch(path, state)
     return _report("dense", path, _dense_fp32_bytes(state))
 
@@ -125,6 +128,7 @@ def load_sparse(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     path = Path(path)
     if model is None:
         model = _build_from_metadata(path, read_metadata(path))
+    model = unwrap(model)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state, _ = read_sparse_state(path, expected=expected, max_elements=max(MAX_ELEMENTS, sum(math.prod(s) for s in expected.values())))
     try:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import SparsehaloError
-from ..selection import prunable_parameters
+from ..selection import check_materialized, effective, prunable_parameters, unwrap
 
 
 def count_nonzero(tensors: Iterable[torch.Tensor] | Mapping[str, torch.Tensor]) -> tuple[int, int]:
@@ -157,7 +157,7 @@ def _join(words: list[str]) -> str:
 
 def _describe(model: nn.Module, names: list[str]) -> str:
     """Say which kind of tensors ``names`` are, e.g. ``"Conv2d and Linear weights, biases excluded"``."""
-    modules = dict(model.named_modules())
+    modules = dict(unwrap(model).named_modules())
     types: list[str] = []
     attrs: set[str] = set()
     for name in names:
@@ -167,7 +167,8 @@ def _describe(model: nn.Module, names: list[str]) -> str:
             return f"{len(names)} selected tensors"
         if type(module).__name__ not in types:
             types.append(type(module).__name__)
-        attrs.add(attr)
+        attr = attr.removesuffix("_orig")  # a layer reparametrized by torch.nn.utils.prune
+        attrs.add("weight" if attr.endswith("weight") else "bias" if attr.endswith("bias") else attr)
     if attrs == {"weight"}:
         return f"{_join(types)} weights, biases excluded"
     if attrs == {"weight", "bias"}:
@@ -195,9 +196,10 @@ def sparsity_table(
         params = prunable_parameters(model)
     if not params:
         raise SparsehaloError("no parameters selected for the sparsity table")
+    check_materialized(params, "sparsity table")
     rows = []
     with torch.no_grad():
-        for name, t in params.items():
+        for name, t in effective(model, params).items():
             # One host transfer per tensor for both counts.
             nonzero, near = torch.stack([t.count_nonzero(), (t.abs() <= eps).sum()]).tolist()
             rows.append(LayerSparsity(name, t.numel(), int(nonzero), int(near), tuple(t.shape)))

@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..selection import DEFAULT_TYPES, check_partition, select_parameters
+from ..selection import check_partition, select_parameters, summarize, unwrap
 from .kernels.fused import fused as fused_apply
 
 #: the keywords of :meth:`Penalty.for_model` that choose the parameters (not the penalty's settings)
-SELECTION_KEYS = ("types", "biases", "include", "exclude")
+SELECTION_KEYS = ("types", "biases", "include", "exclude", "embeddings")
 
 
 def scale_key(name: str) -> str:
@@ -82,6 +82,8 @@ class Penalty(nn.Module):
     #: use the fused kernel (see :mod:`sparsehalo.penalties.kernels`) when the class has one;
     #: set ``penalty.fused = False`` to run the plain autograd :meth:`reference` instead.
     fused: bool = True
+    #: whether an empty selection is an error (not for the zero penalty)
+    needs_params: bool = True
 
     @dataclasses.dataclass
     class Options:
@@ -119,35 +121,74 @@ class Penalty(nn.Module):
         self.names: tuple[str, ...] = tuple(params)
         # A plain tuple is not registered by nn.Module: the penalty references, but does not own,
         # the network's parameters.
-        self._targets: tuple[torch.Tensor, ...] = tuple(params.values())
+        self._static_targets: tuple[torch.Tensor, ...] = tuple(params.values())
+        self._owners: tuple[tuple[nn.Module, str], ...] | None = None
+
+    @property
+    def _targets(self) -> tuple[torch.Tensor, ...]:
+        """The penalized tensors: the owning modules' *current* parameters once :meth:`follow` was called."""
+        if self._owners is None:
+            return self._static_targets
+        return tuple(module._parameters[attr] for module, attr in self._owners)
+
+    def follow(self, model: nn.Module) -> "Penalty":
+        """Look the penalized tensors up in ``model``'s modules at every call, by name.
+
+        So the penalty keeps acting on the model's parameters after ``model.to_empty(device=...)``,
+        ``load_state_dict(..., assign=True)`` or ``.to()`` replace them (:meth:`for_model` calls this).
+        The owners are kept in a plain tuple, so the model is not registered as a submodule.
+
+        Raises:
+            ConfigError: if a penalized name is not a parameter of ``model``.
+        """
+        model = unwrap(model)
+        owners = []
+        for name in self.names:
+            owner, _, attr = name.rpartition(".")
+            try:
+                module = model.get_submodule(owner) if owner else model
+            except AttributeError:
+                module = None
+            if module is None or attr not in module._parameters:
+                raise ConfigError(f"{type(self).__name__}: {name} is not a parameter of the model it should follow")
+            owners.append((module, attr))
+        self._owners = tuple(owners)
+        return self
 
     @classmethod
     def for_model(
         cls,
         model: nn.Module,
         *,
-        types: Sequence[str | type] = DEFAULT_TYPES,
+        types: Sequence[str | type] | None = None,
         biases: bool = False,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
+        embeddings: bool = False,
         **kwargs: Any,
     ) -> "Penalty":
-        """Penalize the parameters of ``model`` chosen by module type and name patterns.
+        """Penalize the parameters of ``model`` chosen by :func:`sparsehalo.selection.select_parameters`.
 
         Args:
-            model: the network.
-            types: module types whose parameters are penalized (default Conv2d and Linear).
+            model: the network (plain, ``torch.compile``-d or DDP-wrapped: names are the plain model's).
+            types: restrict to these module classes (``isinstance``); default every weight matrix or
+                kernel (Linear-/Conv-like weights, attention projections).
             biases: penalize biases as well as weights.
             include: ``fnmatch`` patterns; if given, only matching parameter names are penalized.
             exclude: ``fnmatch`` patterns of parameter names left alone.
+            embeddings: penalize embedding tables too.
             **kwargs: the penalty's own settings (``xi``, ``psi``, ...: see its ``Options``).
 
         Raises:
             ConfigError: for a setting the penalty does not take, or an empty selection.
         """
         cls.check_settings(kwargs)
-        params = select_parameters(model, types=types, biases=biases, include=include, exclude=exclude)
-        return cls(params, **kwargs)
+        params = select_parameters(model, types=types, biases=biases, include=include, exclude=exclude,
+                                   embeddings=embeddings)
+        if not params and cls.needs_params:
+            raise ConfigError(f"{cls.__name__}: the selection of parameters to penalize is empty "
+                              f"({summarize(model, params)})")
+        return cls(params, **kwargs).follow(model)
 
     # -- value -------------------------------------------------------------------------------
     def forward(self) -> torch.Tensor:
@@ -168,8 +209,12 @@ class Penalty(nn.Module):
 
     # -- what is penalized -------------------------------------------------------------------
     def penalized(self) -> dict[str, torch.Tensor]:
-        """``{name: parameter}`` of the network tensors this penalty acts on."""
+        """``{name: parameter}`` of the network tensors this penalty acts on (a tied tensor once)."""
         return dict(zip(self.names, self._targets))
+
+    def summary(self, model: nn.Module) -> str:
+        """One line: tensors and entries penalized / left out of ``model`` (warns about large ones left out)."""
+        return summarize(model, self.penalized(), "penalized")
 
     def check_partition(self, model: nn.Module) -> None:
         """Assert that penalized / not penalized covers every parameter of ``model`` exactly once."""
@@ -213,13 +258,15 @@ class NoPenalty(Penalty):
     """The zero penalty (dense training), with the same interface."""
 
     name = "none"
+    needs_params = False
 
     def __init__(self, params: Mapping[str, torch.Tensor] | None = None):
         nn.Module.__init__(self)
         self.xi = 0.0
         self.scale_weight_decay = 0.0
         self.names = tuple(params or {})
-        self._targets = tuple((params or {}).values())
+        self._static_targets = tuple((params or {}).values())
+        self._owners = None
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
     def forward(self) -> torch.Tensor:

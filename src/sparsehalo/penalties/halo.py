@@ -94,6 +94,15 @@ class HierarchicalPenalty(Penalty):
         self._scale_keys: tuple[str, ...] = tuple(initial)
         self.scales = nn.ParameterDict({k: nn.Parameter(t) for k, t in initial.items()})
 
+    def reset_scales(self) -> None:
+        """Refill every scale with ``lambda_init`` on its weight's current device (e.g. after ``to_empty``)."""
+        with torch.no_grad():
+            for key, t in self.initial_scales().items():
+                if self.scales[key].is_meta or self.scales[key].device != t.device:
+                    self.scales[key] = nn.Parameter(t)
+                else:
+                    self.scales[key].copy_(t)
+
     @property
     def form(self) -> HyperForm:
         """The hyper-penalty form ``hyper`` (looked up, not stored: a module must stay picklable)."""

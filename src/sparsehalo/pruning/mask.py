@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import CheckpointError, SparsehaloError
 from ..measure.sparsity import count_nonzero
+from ..selection import strip_wrapper_prefixes, unwrap
 
 
 class MaskHandle:
@@ -53,7 +54,9 @@ class Mask(Mapping):
         SparsehaloError: if a value is not a bool tensor.
     """
 
-    def __init__(self, masks: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, masks: Mapping[str, torch.Tensor], aliases: Mapping[str, tuple[str, ...]] | None = None) -> None:
+        #: ``{name: (other names of the same tied tensor, ...)}`` for the masked tensors that have some
+        self.aliases: dict[str, tuple[str, ...]] = {n: tuple(a) for n, a in (aliases or {}).items() if n in masks and a}
         self._masks: dict[str, torch.Tensor] = {}
         for name, m in masks.items():
             if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
@@ -138,21 +141,30 @@ class Mask(Mapping):
         Raises:
             CheckpointError: naming the unknown parameters or the first shape mismatch.
         """
-        params = dict(model.named_parameters())
-        missing = [n for n in self._masks if n not in params]
+        self._params(model)
+
+    def _params(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """``{mask name: the model's parameter}``: any alias of a tied tensor, wrapper prefixes ignored."""
+        params = dict(unwrap(model).named_parameters(remove_duplicate=False))
+        found, missing = {}, []
+        for name in self._masks:
+            plain = name if name in params else next(iter(strip_wrapper_prefixes({name: None})))
+            if plain in params:
+                found[name] = params[plain]
+            else:
+                missing.append(name)
         if missing:
             raise CheckpointError(f"mask names parameter(s) the model lacks: {', '.join(missing)}")
         for name, m in self._masks.items():
-            if params[name].shape != m.shape:
+            if found[name].shape != m.shape:
                 raise CheckpointError(
-                    f"mask for {name} has shape {_shape(m)} but the parameter has shape {_shape(params[name])}"
+                    f"mask for {name} has shape {_shape(m)} but the parameter has shape {_shape(found[name])}"
                 )
+        return found
 
     def _bound(self, model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
         """Pair each masked parameter with its mask moved to the parameter's device."""
-        self.check(model)
-        params = dict(model.named_parameters())
-        return [(params[n], m.to(params[n].device)) for n, m in self._masks.items()]
+        return [(p, self._masks[n].to(p.device)) for n, p in self._params(model).items()]
 
     def apply(self, model: nn.Module) -> None:
         """Zero the pruned entries of ``model`` in place (the Parameter objects stay the same).
@@ -222,4 +234,4 @@ class Mask(Mapping):
 
     def to(self, device: torch.device | str) -> "Mask":
         """Return a copy of the mask with every tensor on ``device``."""
-        return Mask({n: m.to(device) for n, m in self._masks.items()})
+        return Mask({n: m.to(device) for n, m in self._masks.items()}, self.aliases)

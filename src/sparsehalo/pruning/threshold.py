@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError, SparsehaloError
 from ..registry import Registry
-from ..selection import prunable_parameters
+from ..selection import aliases, check_materialized, effective, existing_masks, prunable_parameters
 from .mask import Mask
 from .scores import magnitude_scores
 
@@ -184,7 +184,14 @@ def prune(
         params = prunable_parameters(model)
     if not params:
         raise SparsehaloError("no parameters selected for pruning")
-    mask = mask_from_scores(magnitude_scores(params), sparsity, scope, min_density)
+    check_materialized(params, "prune")
+    # A layer pruned before with torch.nn.utils.prune: its pruned entries score 0 and stay pruned.
+    before = existing_masks(model, params)
+    mask = mask_from_scores(magnitude_scores(effective(model, params)), sparsity, scope, min_density)
+    if before:
+        mask = Mask({n: m & before[n].to(m.device) if n in before else m for n, m in mask.items()}, aliases(model))
+    else:
+        mask = Mask(dict(mask), aliases(model))
     if apply:
         mask.apply(model)
     return mask
