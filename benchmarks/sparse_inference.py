@@ -150,6 +150,7 @@ def survey(model, quick: bool) -> None:
             "gather: index_select+index_add": gather_index_add,
             "gather: index_select+segment_reduce": gather_segment,
             "SparseLinear.run('csr')": lambda: layer.run(x, "csr"),
+            "SparseLinear.run('csr_colmajor')": lambda: layer.run(x, "csr_colmajor"),
         }
         if batch == 1:
             kernels["csr addmv(b, W, x)"] = lambda: torch.addmv(b, csr, x[0])

@@ -5,35 +5,42 @@ weights are replaced by :class:`SparseLinear`.  A :class:`SparseLinear` keeps th
 state-dict keys as ``nn.Linear``) and sparse forms of it, and on the first call for each batch-size
 bucket (the next power of two) times the dense ``F.linear`` against its sparse kernels on that very
 input, then caches the fastest.  A sparse kernel is only chosen when it beats dense by a margin, so a
-layer is never slower than dense beyond timing noise.
+layer is never slower than dense beyond timing noise.  Every kernel returns what ``nn.Linear`` returns:
+a new contiguous tensor of shape ``[*lead, out_features]`` for an input ``[*lead, in_features]``.
 
-Kernels (all compute ``y = x W^T + b``):
+Kernels (all compute ``y = x W^T + b``; at batch 1 both CSR kernels are ``addmv(b, W_csr, x)``):
 
 ``csr``
-    MKL sparse CSR.  Batch 1: ``addmv(b, W_csr, x)``.  Larger batches: ``addmm(b, W_csr, x^T)``, i.e.
-    the transposed layout (sparse @ dense with ``x^T`` contiguous, each non-zero scaling a contiguous
-    row of the batch), returned as a transposed view ``(W x^T)^T``.  A following sparse layer then
-    gets its ``x^T`` contiguous for free, so a chain of sparse layers transposes the input only once.
+    MKL sparse CSR on row-major operands: ``y^T = addmm(b, W_csr, x^T)`` with ``x^T`` made contiguous
+    first and ``y^T`` transposed back; the two copies are timed with it (fc1 of LeNet-300-100 at 99%,
+    batch 256: ~105 and ~40 us next to ~75 us of MKL).
+``csr_colmajor``
+    the same product on column-major operands (row-major ``x`` *is* a column-major ``x^T``, and the
+    result is written through ``y.t()``): no copies, but MKL is slower per non-zero in this layout,
+    which pays off for small layers and small batches.
 ``gather``
-    hand-written: ``x^T[col]`` (``index_select``) scaled by the values and summed into rows with
-    ``index_add_``.  Second to ``csr`` in every measurement so far; kept as the fallback wherever
-    MKL's CSR does poorly.
+    ``x^T[col]`` (``index_select``) scaled by the values and summed into rows with ``index_add_``;
+    second to CSR in every measurement so far, kept as the fallback wherever MKL does poorly.
 
 Tried and dropped, measured on fc1 of LeNet-300-100 (784->300) at 99% sparsity, 1 thread, against
 ``csr`` (``benchmarks/sparse_inference.py --survey``; 2-core AMD EPYC): COO ``sparse.mm`` (~9x slower
 at batch 1, ~1.3x at 256), ``x @ W^T`` with a sparse CSR right operand (~13x / ~5x), BSR with 2x2 or
-4x4 blocks (2-5x: unstructured sparsity fills blocks poorly), handing MKL the column-major ``x.t()``
-instead of transposing first (no faster: ~170-190 us at batch 256 either way, ~110 of them the
-transpose of the 784x256 input, the largest single cost left), ``segment_reduce`` or ``cumsum`` reductions for the gather kernel (4x and
+4x4 blocks (2-5x: unstructured sparsity fills blocks poorly), a column-major ``x.t()`` with a
+row-major result (PyTorch copies it first), blocked or NumPy transposes (slower than
+``.contiguous()``), ``segment_reduce`` or ``cumsum`` reductions for the gather kernel (4x and
 more), and ``torch.compile`` of the gather kernel (1-3 s to compile, then ~4x slower at batch 1 and
 ~1.2x at 256).  Conv2d layers are not converted: unfold + CSR beats ``F.conv2d`` at batch 1 on
 LeNet-5-Caffe's convolutions (1.3-1.8x) but loses 1.8-3x at batch 256, where the unfold alone costs
-about as much as the whole dense convolution; see ``benchmarks/README.md``.
+about as much as the whole dense convolution; see ``benchmarks/README.md``.  A call that needs
+autograd takes the dense path.
 
-The sparse path returns a column-major (transposed) view for batches above 1; it has the same
-values as the dense output and works with every op, but ``.view`` on it needs ``.contiguous()``
-first.  Gradients are not computed through sparse kernels: a call that needs autograd takes the
-dense path.
+Under ``torch.compile`` (``fullgraph=True`` works) and ``torch.export`` nothing is timed and no data
+pointer is read: a trace records :meth:`SparseLinear.traced_kernel`, the kernel already chosen for the
+batch bucket (dense if never calibrated; for a symbolic batch size the one all calibrated buckets
+above 1 agree on, else dense).  So calibrate eagerly first, then trace.  CSR enters the graph as the
+operator ``sparsehalo::csr_linear``, registered on import (import ``sparsehalo`` before loading a
+saved exported program).  ``.to()`` and ``load_state_dict`` make traces run dense until the next eager
+call; an in-place weight edit is seen by eager calls only, so make one before tracing again.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import copy
 import math
 import time
 import warnings
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -53,9 +60,52 @@ from .errors import SparsehaloError
 #: ``timer({name: zero-argument callable}) -> {name: seconds}``; inject a fake one in tests.
 Timer = Callable[[Mapping[str, Callable[[], torch.Tensor]]], dict[str, float]]
 
-KERNELS = ("csr", "gather")
+KERNELS = ("csr", "csr_colmajor", "gather")
 #: MKL's sparse routines take these; other dtypes always run dense.
 SPARSE_DTYPES = (torch.float32, torch.float64)
+
+
+def _csr_linear(x: torch.Tensor, csr: torch.Tensor, bias: torch.Tensor | None, colmajor: bool) -> torch.Tensor:
+    """``x W^T + b`` for a 2-D ``x`` and ``W`` in sparse CSR; a new contiguous ``[rows, out]`` tensor."""
+    rows, n_out = x.shape[0], csr.shape[0]
+    if rows == 1:
+        y = torch.mv(csr, x[0]) if bias is None else torch.addmv(bias, csr, x[0])
+        return y.unsqueeze(0)
+    if colmajor:
+        y = x.new_empty(rows, n_out)
+        bias_col = x.new_zeros(n_out, 1) if bias is None else bias.unsqueeze(1)
+        torch.addmm(bias_col, csr, x.contiguous().t(), out=y.t())
+        return y
+    xt = x.t().contiguous()
+    # addmm adds the bias inside MKL's pass over the output; a separate add_ costs ~20% more.
+    yt = torch.sparse.mm(csr, xt) if bias is None else torch.addmm(bias.unsqueeze(1), csr, xt)
+    return yt.t().clone(memory_format=torch.contiguous_format)
+
+
+def _gather_linear(x: torch.Tensor, col, val, row, bias: torch.Tensor | None, n_out: int) -> torch.Tensor:
+    """``x W^T + b`` for a 2-D ``x``: ``y^T[row[k]] += val[k] x^T[col[k]]`` over the non-zeros ``k``."""
+    xt = x.t().contiguous()
+    gathered = xt.index_select(0, col).mul_(val.unsqueeze(1))
+    yt = xt.new_zeros(n_out, x.shape[0]) if bias is None else bias.unsqueeze(1).expand(n_out, x.shape[0]).clone()
+    # clone, not .contiguous(): at one row y^T.t() already counts as contiguous, with other strides.
+    return yt.index_add_(0, row, gathered).t().clone(memory_format=torch.contiguous_format)
+
+
+# The CSR kernels as one opaque operator on the plain CSR arrays, for traces, which cannot hold a sparse
+# tensor; building it inside costs ~2 us, Library dispatch ~2 us (torch.library.custom_op: ~15 us).
+_LIB = torch.library.Library("sparsehalo", "FRAGMENT")
+_LIB.define("csr_linear(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor? bias, bool colmajor) -> Tensor")
+
+
+@torch.library.impl("sparsehalo::csr_linear", "CompositeExplicitAutograd", lib=_LIB)
+def _csr_linear_op(x, crow, col, val, bias, colmajor):
+    csr = torch.sparse_csr_tensor(crow, col, val, (crow.shape[0] - 1, x.shape[1]), check_invariants=False)
+    return _csr_linear(x, csr, bias, colmajor)
+
+
+@torch.library.register_fake("sparsehalo::csr_linear", lib=_LIB)
+def _csr_linear_fake(x, crow, col, val, bias, colmajor):
+    return x.new_empty(x.shape[0], crow.shape[0] - 1)
 
 
 def _sync(device: torch.device) -> None:
@@ -64,12 +114,7 @@ def _sync(device: torch.device) -> None:
 
 
 def time_kernels(
-    candidates: Mapping[str, Callable[[], torch.Tensor]],
-    *,
-    repeats: int = 21,
-    warmup: int = 3,
-    budget_s: float = 0.1,
-    device: torch.device | str = "cpu",
+    candidates: Mapping[str, Callable[[], torch.Tensor]], *, repeats: int = 21, warmup: int = 3, budget_s: float = 0.1, device: torch.device | str = "cpu"
 ) -> dict[str, float]:
     """Fastest wall time of each candidate over interleaved rounds.
 
@@ -122,7 +167,7 @@ class SparseLinear(nn.Module):
     The weight and bias are parameters (``requires_grad=False``) with the same names and shapes as in
     ``nn.Linear``, so state dicts are interchangeable.  The sparse forms are rebuilt, and the cached
     choices dropped, whenever the weight is modified in place or replaced (``load_state_dict``,
-    ``.to()``).
+    ``.to()``).  The output has the shape, dtype and strides ``nn.Linear`` gives (contiguous).
 
     Args:
         weight: ``[out_features, in_features]``.
@@ -131,7 +176,7 @@ class SparseLinear(nn.Module):
         margin: a sparse kernel is chosen only if its time is below ``margin`` times the dense time.
 
     Attributes:
-        choice: ``{bucket: kernel name}`` (``"dense"``, ``"csr"`` or ``"gather"``), filled lazily.
+        choice: ``{bucket: kernel name}`` (``"dense"`` or one of :data:`KERNELS`), filled lazily.
         timings: ``{bucket: {kernel name: seconds}}`` measured for each choice.
     """
 
@@ -155,7 +200,7 @@ class SparseLinear(nn.Module):
         self._refresh()
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, **kwargs) -> "SparseLinear":
+    def from_linear(cls, linear: nn.Linear, **kwargs) -> SparseLinear:
         """A :class:`SparseLinear` with a copy of ``linear``'s weight and bias."""
         layer = cls(linear.weight, linear.bias, **kwargs)
         return layer.train(linear.training)
@@ -179,22 +224,32 @@ class SparseLinear(nn.Module):
     def _build_sparse(self) -> None:
         w = self.weight.detach()
         self._sparse_ok = w.dtype in SPARSE_DTYPES and w.layout == torch.strided and w.numel() > 0
-        self._csr = self._col = self._val = self._row = self._bias_col = None
+        self._csr = self._crow = self._col = self._val = self._row = None
         if self._sparse_ok:
             with warnings.catch_warnings():
                 # "Sparse CSR tensor support is in beta": said once per process, and we test our use.
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
                 self._csr = w.to_sparse_csr()
-            crow = self._csr.crow_indices()
+            # Plain copies of the index arrays: tracing cannot hold views into a sparse tensor.
+            self._crow = self._csr.crow_indices().clone()
             self._col = self._csr.col_indices().clone()
             self._val = self._csr.values().clone()
-            self._row = torch.repeat_interleave(torch.arange(self.out_features, device=w.device), crow.diff())
-            self._bias_col = None if self.bias is None else self.bias.detach()[:, None]
+            self._row = torch.repeat_interleave(torch.arange(self.out_features, device=w.device), self._crow.diff())
         self._key = self._state_key()
+
+    # Traces cannot compare data pointers: conversions and loads set _key to None, "rebuild before use".
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._key = None if self._key != self._state_key() else self._key
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._key = None if self._key != self._state_key() else self._key
 
     # Sparse CSR tensors cannot be deep-copied or pickled: drop the derived forms and rebuild them on
     # arrival, keeping the measured choices.
-    _DERIVED = ("_csr", "_col", "_val", "_row", "_bias_col", "_key")
+    _DERIVED = ("_csr", "_crow", "_col", "_val", "_row", "_key")
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
@@ -214,7 +269,7 @@ class SparseLinear(nn.Module):
 
     # Kernels -----------------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, kernel: str) -> torch.Tensor:
-        """``y = x W^T + b`` with a given kernel (``"dense"``, ``"csr"`` or ``"gather"``), no choosing.
+        """``y = x W^T + b`` with a given kernel (``"dense"`` or one of :data:`KERNELS`), no choosing.
 
         Raises:
             SparsehaloError: an unknown kernel, or a sparse kernel for an input it cannot take.
@@ -230,30 +285,16 @@ class SparseLinear(nn.Module):
         with torch.no_grad():
             return self._sparse(x, kernel)
 
-    def _sparse(self, x: torch.Tensor, kernel: str) -> torch.Tensor:
+    def _sparse(self, x: torch.Tensor, kernel: str, traced: bool = False) -> torch.Tensor:
         n_in, n_out = self.in_features, self.out_features
         if x.dim() != 2:
-            lead = x.shape[:-1]
-            return self._sparse(x.reshape(-1, n_in), kernel).reshape(*lead, n_out)
-        rows = x.shape[0]
+            return self._sparse(x.reshape(-1, n_in), kernel, traced).reshape(*x.shape[:-1], n_out)
         bias = self._parameters["bias"]
-        if kernel == "csr" and rows == 1:
-            v = x[0]
-            y = torch.mv(self._csr, v) if bias is None else torch.addmv(bias, self._csr, v)
-            return y.unsqueeze(0)
-        # x^T is contiguous already when x came from another sparse layer (its transposed output view).
-        xt = x.t().contiguous()
-        if kernel == "csr":
-            # addmm adds the bias inside MKL's pass over the output; a separate add_ costs ~20% more.
-            yt = torch.sparse.mm(self._csr, xt) if bias is None else torch.addmm(self._bias_col, self._csr, xt)
-        else:
-            gathered = xt.index_select(0, self._col).mul_(self._val[:, None])
-            if bias is None:
-                yt = xt.new_zeros(n_out, rows)
-            else:
-                yt = self._bias_col.expand(n_out, rows).clone()
-            yt.index_add_(0, self._row, gathered)
-        return yt.t()
+        if kernel == "gather":
+            return _gather_linear(x, self._col, self._val, self._row, bias, n_out)
+        if traced:
+            return torch.ops.sparsehalo.csr_linear(x, self._crow, self._col, self._val, bias, kernel == "csr_colmajor")
+        return _csr_linear(x, self._csr, bias, kernel == "csr_colmajor")
 
     def _sparse_usable(self, x: torch.Tensor) -> bool:
         if not self._sparse_ok:
@@ -265,13 +306,13 @@ class SparseLinear(nn.Module):
         if x.dim() == 0 or x.shape[-1] != self.in_features or x.numel() == 0:
             return False
         # Sparse kernels have no autograd here: anything that needs gradients goes dense.
-        if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
-            return False
-        return True
+        return not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)))
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> str:
         """Time dense against the sparse kernels on ``x``, cache and return the choice for its bucket.
+
+        At one row ``csr_colmajor`` is ``csr`` and is not timed.
 
         Raises:
             SparsehaloError: if no sparse kernel can take ``x`` (see :meth:`forward` for when that is).
@@ -280,20 +321,38 @@ class SparseLinear(nn.Module):
             self._refresh()
         if not self._sparse_usable(x):
             raise SparsehaloError(f"no sparse kernel can take this input ({x.dtype} {list(x.shape)} on {x.device})")
-        bucket = bucket_of(x.numel() // self.in_features)
+        rows = x.numel() // self.in_features
+        names = KERNELS if rows > 1 else tuple(k for k in KERNELS if k != "csr_colmajor")
         w, b = self.weight, self.bias
         candidates = {"dense": lambda: F.linear(x, w, b)}
-        for name in KERNELS:
+        for name in names:
             candidates[name] = lambda name=name: self._sparse(x, name)
         timer = self.timer or (lambda c: time_kernels(c, device=w.device))
         times = dict(timer(candidates))
-        best = min(KERNELS, key=lambda n: times[n])
+        best = min(names, key=lambda n: times[n])
+        bucket = bucket_of(rows)
         self.choice[bucket] = best if times[best] < self.margin * times["dense"] else "dense"
         self.timings[bucket] = times
         return self.choice[bucket]
 
+    def traced_kernel(self, x: torch.Tensor) -> str:
+        """The kernel a trace records for ``x`` (see the module docstring); times and inspects nothing.
+
+        Dense also when no sparse kernel can take ``x`` or the layer changed since its last eager call.
+        """
+        if self._key is None or not self._sparse_usable(x):
+            return "dense"
+        rows = x.numel() // self.in_features
+        if isinstance(rows, int):
+            return self.choice.get(bucket_of(rows), "dense")
+        agreed = {kernel for bucket, kernel in self.choice.items() if bucket > 1}
+        return agreed.pop() if len(agreed) == 1 else "dense"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self._parameters
+        if torch.compiler.is_compiling():
+            kernel = self.traced_kernel(x)
+            return F.linear(x, params["weight"], params["bias"]) if kernel == "dense" else self._sparse(x, kernel, traced=True)
         if self._key != self._state_key():
             self._refresh()
         n_in = self.in_features
