@@ -19,6 +19,11 @@ HALO on the CPU goes one step further (:func:`.native.halo_kernel_for`): a C++ p
 (a kernel's ``autograd`` attribute), so neither the forward nor the backward runs Python or the
 compiler's guards; the compiled kernel remains its fallback.
 
+Inside a ``torch.compile``d function the kernels are traced instead of run: HALO's native pass as the
+operator ``sparsehalo::halo`` (see :mod:`.native`), the others as their value expression, which the
+compiler differentiates and fuses with the rest of the graph (their hand-written gradients are then
+dead code), so ``penalty()`` never breaks the graph.
+
 Limits: the gradients are those of the weights at the time of the call (as for any loss term), and the
 result is differentiable once (no double backward).
 """
@@ -89,7 +94,7 @@ class _Fused(torch.autograd.Function):
 
 def fused(kernel: Kernel, tensors: Sequence[torch.Tensor], consts: tuple = ()) -> torch.Tensor:
     """Apply ``kernel`` through :class:`_Fused` (or the kernel's own autograd function, where it has one)
-    when a gradient is wanted, else just its value.
+    when a gradient is wanted, else just its value; while compiling, trace it (see the module docstring).
 
     Args:
         kernel: ``(tensors, *consts) -> (value, grads)``.
@@ -99,6 +104,8 @@ def fused(kernel: Kernel, tensors: Sequence[torch.Tensor], consts: tuple = ()) -
     Returns:
         The 0-dim value, differentiable in ``tensors`` when a gradient is wanted.
     """
+    if torch.compiler.is_compiling() and not getattr(kernel, "native", False):
+        return kernel(list(tensors), *consts)[0]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         own = getattr(kernel, "autograd", None)
         return own(list(tensors), *consts) if own is not None else _Fused.apply(kernel, consts, *tensors)

@@ -11,6 +11,12 @@ under ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``, keyed by this 
 compiler and ninja.  Where it cannot be built, :func:`halo_cpu` returns None (after one warning) and
 the penalty uses its ``torch.compile`` kernel instead.  ``SPARSEHALO_COMPILE=0`` disables both.
 
+Under ``torch.compile`` the pass is called as the PyTorch operator ``sparsehalo::halo`` (defined by the
+extension; its fake implementation and autograd formula are registered here with ``torch.library``),
+so a compiled training step that includes ``penalty()`` needs no graph break; eager calls keep the
+direct pybind call and the C++ autograd function, which cost less per call than the dispatcher's
+Python autograd wrapper.
+
 The C++ pass implements the hyper-penalty forms of :data:`..hyper.HYPER` under their integer
 :attr:`~..hyper.HyperForm.code`; :func:`halo_native_kernel` passes that code, never a number of its own.
 """
@@ -33,6 +39,9 @@ from .fused import Kernel, compile_enabled
 
 SOURCE = Path(__file__).with_name("csrc") / "halo_cpu.cpp"
 FLAGS = ["-O3", "-fopenmp-simd"]
+# Defined by the extension (TORCH_LIBRARY in csrc/halo_cpu.cpp).  Give it a new name if its autograd
+# formula below ever changes: torch.compile's caches know an operator by its name only (pytorch#144344).
+OP = "sparsehalo::halo"
 
 _module = None
 _failed = False
@@ -71,6 +80,7 @@ def halo_cpu():
         name = f"sparsehalo_halo_cpu_{tag}"
         _announce_build(cpp_extension, name)
         _module = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, verbose=False)
+        _register_op()
     except Exception as exc:  # no compiler, no ninja, read-only cache, ...
         _failed = True
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -78,15 +88,60 @@ def halo_cpu():
     return _module
 
 
+def _halo_fake(ws, lams, xi, psi, eps2, hyper, budget):
+    """``sparsehalo::halo`` on fake tensors: a 0-dim value, then one gradient shaped like each input."""
+    torch._check(len(ws) == len(lams), lambda: "sparsehalo::halo: one scale tensor per weight tensor")
+    value = ws[0].new_empty(()) if ws else torch.empty(())
+    return [value, *(torch.empty_like(t) for t in (*ws, *lams))]
+
+
+def _halo_setup(ctx, inputs, output):
+    """Keep the gradients the pass returned; they are constants to autograd (no double backward)."""
+    ctx.n = len(inputs[0])
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.save_for_backward(*output[1:])
+
+
+def _halo_backward(ctx, grads):
+    """``dL/dw = dL/dP * dP/dw`` and the same for the scales; nothing for the constants."""
+    g = grads[0]
+    scaled = [g * t for t in ctx.saved_tensors]
+    return scaled[: ctx.n], scaled[ctx.n :], None, None, None, None, None
+
+
+_op_registered = False
+
+
+def _register_op() -> None:
+    """Register the fake implementation and the autograd formula of ``sparsehalo::halo`` (once)."""
+    global _op_registered
+    if not _op_registered:
+        torch.library.register_fake(OP, _halo_fake)
+        torch.library.register_autograd(OP, _halo_backward, setup_context=_halo_setup)
+        _op_registered = True
+
+
+@torch.compiler.assume_constant_result
+def native_available() -> bool:
+    """Whether the extension is built (building it on the first call); a constant to ``torch.compile``,
+    which calls it once while tracing."""
+    return halo_cpu() is not None
+
+
 def halo_native_kernel(tensors: list[torch.Tensor], n: int, xi: float, psi: float, eps2: float, hyper: str, budget: float):
-    """:func:`.elementwise.halo_kernel` as one C++ pass (``csrc/halo_cpu.cpp``)."""
-    out = halo_cpu().halo_forward(tensors[:n], tensors[n:], xi, psi, eps2, HYPER[hyper].code, budget, [])
+    """:func:`.elementwise.halo_kernel` as one C++ pass (``csrc/halo_cpu.cpp``; the operator while compiling)."""
+    args = (tensors[:n], tensors[n:], xi, psi, eps2, HYPER[hyper].code, budget)
+    out = torch.ops.sparsehalo.halo(*args) if torch.compiler.is_compiling() else halo_cpu().halo_forward(*args, [])
     return out[0], out[1:]
 
 
 def _halo_native_autograd(tensors: list[torch.Tensor], n: int, xi: float, psi: float, eps2: float, hyper: str, budget: float):
-    """The same pass as a C++ autograd function (no Python in the forward or the backward)."""
-    return halo_cpu().halo_apply(tensors[:n], tensors[n:], xi, psi, eps2, HYPER[hyper].code, budget)
+    """The same pass as a C++ autograd function (no Python in the forward or the backward), or, while
+    compiling, as the operator with its registered autograd formula (traced into the compiled graph)."""
+    args = (tensors[:n], tensors[n:], xi, psi, eps2, HYPER[hyper].code, budget)
+    if torch.compiler.is_compiling():
+        return torch.ops.sparsehalo.halo(*args)[0]
+    return halo_cpu().halo_apply(*args)
 
 
 halo_native_kernel.native = True
@@ -97,6 +152,6 @@ def halo_kernel_for(tensors: Sequence[torch.Tensor]) -> Kernel:
     """The native kernel where it applies (contiguous float32 CPU tensors, compilation enabled and the
     extension buildable), else the ``torch.compile`` one (:func:`.elementwise.halo_kernel`)."""
     if compile_enabled() and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
-        if halo_cpu() is not None:
+        if native_available():
             return halo_native_kernel
     return halo_kernel

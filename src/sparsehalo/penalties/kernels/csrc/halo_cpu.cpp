@@ -7,8 +7,9 @@
 // with S = sum |lambda| and R(S) = S (hyper 0, "l1"), |S - budget| (1, "budget") or (S - budget)^2
 // (2, "budget_sq"): the forms and codes of sparsehalo/penalties/hyper.py (HYPER), which is their
 // definition; the tests check this pass against it.  Built on first use by
-// sparsehalo/penalties/kernels/native.py; the loop is written so that the compiler vectorizes it
-// (blocks of float partial sums, folded into double totals).
+// sparsehalo/penalties/kernels/native.py; also registered as the operator sparsehalo::halo (at the end).
+// The loop is written so that the compiler vectorizes it (blocks of float partial sums, folded into
+// double totals).
 #include <torch/extension.h>
 
 #include <cmath>
@@ -162,6 +163,20 @@ at::Tensor halo_apply(const std::vector<at::Tensor>& ws, const std::vector<at::T
 }
 
 }  // namespace
+
+// The pass as the PyTorch operator sparsehalo::halo(ws, lams, xi, psi, eps2, hyper, budget) -> [P, dP/dw...,
+// dP/dlambda...], so that torch.compile can put it in a graph: native.py registers its fake (shape-only)
+// implementation and its autograd formula (grad_in = grad_P * the returned gradients) with torch.library.
+std::vector<at::Tensor> halo_op(at::TensorList ws, at::TensorList lams, double xi, double psi, double eps2,
+                                int64_t hyper, double budget) {
+  return halo_forward(ws.vec(), lams.vec(), xi, psi, eps2, hyper, budget, {});
+}
+
+TORCH_LIBRARY(sparsehalo, m) {
+  m.def("halo(Tensor[] ws, Tensor[] lams, float xi, float psi, float eps2, int hyper, float budget) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(sparsehalo, CPU, m) { m.impl("halo", &halo_op); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("halo_forward", &halo_forward, "HALO value and gradients (CPU), no autograd");
