@@ -16,7 +16,7 @@ from .io import load_torch, new_figure, save_figure, save_torch, write_csv, writ
 from .measure import evaluate, sparsity_table
 from .pruning import Mask
 from .selection import prunable_parameters
-from .training import build_model, config_of, load_run, resolve_device
+from .training import build_model, config_of, load_data, load_run, resolve_device
 from .training.evaluate import pruned_report
 
 PRUNED_FORMAT = "sparsehalo-pruned-1"
@@ -43,6 +43,7 @@ def prune_run(run_dir: str | Path, sparsity: float, scope: str = "global", min_d
             "config": json.dumps(state.config.to_dict()),
             "model": state.model.state_dict(),
             "mask": mask.state_dict(),
+            "num_classes": state.data.num_classes,
             "sparsity_requested": sparsity,
             "scope": scope,
         })
@@ -102,7 +103,7 @@ def eval_checkpoint(path: str | Path, device: str | None = None, data_dir: str |
     if device:
         config.run.device = device
     dev = resolve_device(config.run.device)
-    data = load_dataset(config.data.name, config.run.data_dir).to(dev)
+    data = load_data(config, dev, validation=False)
     model = build_model(config, data.num_classes).to(dev)
     try:
         model.load_state_dict(ckpt["model"])

@@ -27,7 +27,7 @@ from sparsehalo.registry import Registry
 
 PACKAGE = Path(data.__file__).resolve().parent
 LEAVES = {"specs", "paths", "checksums"}
-LOADERS = {"idx", "mnist", "cifar", "pickle_archive", "image_folder", "archives", "arrays", "augment", "synthetic"}
+LOADERS = {"idx", "mnist", "cifar", "pickle_archive", "image_folder", "archives", "arrays", "augment", "synthetic", "user"}
 
 
 def test_unknown_dataset(one_line):

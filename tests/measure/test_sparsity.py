@@ -86,6 +86,26 @@ def test_lenet5_denominator_names_both_module_types():
     assert table.total == 6 * 25 + 16 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10
 
 
+def test_denominator_names_public_layer_classes_for_subclasses():
+    """Attention's out_proj is a private Linear subclass, a user's subclass is named by its nn base; a
+    layer of the user's own (no nn base) keeps its own name."""
+
+    class MyLinear(nn.Linear):
+        pass
+
+    class Own(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(2, 2))
+
+    model = nn.ModuleDict({"att": nn.MultiheadAttention(4, 2, bias=False), "fc": MyLinear(4, 2), "own": Own()})
+    names = ["att.in_proj_weight", "att.out_proj.weight", "fc.weight", "own.weight"]
+    table = sparsity_table(model, {n: model.get_parameter(n) for n in names})
+    assert table.denominator == (
+        f"{3 * 16 + 16 + 8 + 4} selected entries (MultiheadAttention, Linear and Own weights, biases excluded)"
+    )
+
+
 def test_percentages_never_round_to_a_false_extreme():
     almost = SparsityTable([LayerSparsity("w", 100_000, 1, 0, (100_000,))], eps=1e-3, denominator="x")
     assert ">99.99%" in str(almost) and "100.00%" not in str(almost)

@@ -20,13 +20,20 @@ from .values import help_field as _field
 
 @dataclass
 class ModelConfig:
-    name: str = _field("lenet300", "the network: a name of the model registry (sparsehalo.models.MODELS)")
-    kwargs: dict = _field(help="keyword arguments of the model (num_classes defaults to the dataset's)", factory=dict)
+    name: str = _field("lenet300", "the network: a name of the model registry (sparsehalo.models.MODELS), or your own "
+                       "factory as 'package.module:function' or 'file.py:function' (imported from the current directory)")
+    kwargs: dict = _field(help="keyword arguments of the model (num_classes defaults to the dataset's where the "
+                          "constructor takes it)", factory=dict)
 
 
 @dataclass
 class DataConfig:
-    name: str = _field("mnist", "the dataset: a name of the dataset registry (sparsehalo.data)")
+    name: str = _field("mnist", "the dataset: a name of the dataset registry (sparsehalo.data), or your own factory "
+                       "'package.module:function' returning map-style datasets (see sparsehalo.data.user)")
+    kwargs: dict = _field(help="keyword arguments of your dataset factory (data_dir is passed where it takes one)", factory=dict)
+    in_memory: str = _field("auto", "your dataset: stack it in memory (yes), read it each epoch (no, for random "
+                            "per-item transforms), or stack it where it takes at most 1/4 of memory (auto)")
+    workers: int = _field(0, "your dataset read each epoch: DataLoader worker processes")
     batch_size: int = _field(100, "training batch size")
     eval_batch_size: int = _field(1000, "batch size of evaluation")
     val_size: int = _field(0, "examples carved from the training set for validation (0: none)")
@@ -50,10 +57,16 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = _field(0.1, "initial learning rate of the network (SGD)")
-    momentum: float = _field(0.9, "SGD momentum")
-    weight_decay: float = _field(0.0, "weight decay of the network's parameters (the scales have penalty.scale_weight_decay)")
-    nesterov: bool = _field(False, "Nesterov momentum")
+    """The network's optimizer (see :mod:`sparsehalo.training.optimizers` for what the penalty's scales get)."""
+
+    name: str = _field("sgd", "the optimizer: a name of sparsehalo.training.optimizers.OPTIMIZERS (sgd | adam | adamw)")
+    lr: float = _field(0.1, "initial learning rate of the network")
+    momentum: float = _field(0.9, "SGD momentum (sgd only)")
+    weight_decay: float = _field(0.0, "weight decay of the network's parameters (the scales have penalty.scale_weight_decay); "
+                                 "adamw: decoupled")
+    nesterov: bool = _field(False, "Nesterov momentum (sgd only)")
+    betas: list[float] = _field(help="adam / adamw: the moment decay rates", factory=lambda: [0.9, 0.999])
+    eps: float = _field(1e-8, "adam / adamw: the denominator's epsilon")
 
 
 @dataclass

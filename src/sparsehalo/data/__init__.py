@@ -13,6 +13,7 @@ Modules, leaves first (each imports only those above it; none imports :mod:`.dow
   ``augment``, ``synthetic``;
 * loaders: ``mnist`` (IDX datasets), ``cifar`` (on ``pickle_archive`` and ``image_folder``, which
   share ``archives``);
+* ``user`` (a user's own datasets by import path, stacked in memory or streamed);
 * ``download`` (verified fetching of a spec's files; leaves only);
 * ``registry`` (:data:`DATASETS`, :func:`normalize_name`, :func:`load_dataset`,
   :func:`download_dataset`, :func:`downloadable`).

@@ -33,11 +33,17 @@ def _generator(seed: int) -> torch.Generator:
     return g
 
 
+def shuffle_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order in which an epoch visits ``n`` examples: a function of ``(seed, epoch)`` only (on the CPU)."""
+    return torch.randperm(n, generator=_generator(seed * 1_000_003 + epoch))
+
+
 class ArrayDataset:
-    """Images and labels held whole on one device.
+    """Images (or any inputs) and labels held whole on one device.
 
     Attributes:
-        images: uint8 tensor ``[N, C, H, W]``.
+        images: uint8 tensor ``[N, C, H, W]``, scaled to [0, 1] in batches; or, with ``raw``, inputs of any
+            dtype and shape ``[N, ...]`` (a user's dataset, :mod:`.user`), batched as they are.
         labels: int64 tensor ``[N]``.
         mean: per-channel mean subtracted from batches (after scaling to [0, 1]), or None.
         std: per-channel std batches are divided by, or None.
@@ -45,6 +51,7 @@ class ArrayDataset:
             before normalization (e.g. :func:`sparsehalo.data.augment.random_crop_flip`), or None.
             Set it on a training set only; :func:`split_validation` never passes it to the
             validation part.
+        raw: the inputs are batched unchanged (no scaling, normalization or augmentation).
 
     The tensors may be shared with an in-process cache (see :func:`sparsehalo.data.load_dataset`):
     treat them as read-only.
@@ -57,8 +64,12 @@ class ArrayDataset:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         augment: Augment | None = None,
+        raw: bool = False,
     ) -> None:
-        if images.dtype != torch.uint8 or images.dim() != 4:
+        if raw:
+            if images.dim() < 1 or mean is not None or augment is not None:
+                raise DataError("raw inputs need a leading example dimension and take no mean, std or augment")
+        elif images.dtype != torch.uint8 or images.dim() != 4:
             raise DataError(f"images must be a uint8 [N, C, H, W] tensor, got {images.dtype} {list(images.shape)}")
         if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
             raise DataError(f"labels must be [N] with N={images.shape[0]}, got {list(labels.shape)}")
@@ -70,8 +81,8 @@ class ArrayDataset:
             raise DataError(f"augment must be callable(x, generator) or None, got {augment!r}")
         if (mean is None) != (std is None):
             raise DataError("set both mean and std for normalization, or neither")
-        channels = images.shape[1]
         if mean is not None:
+            channels = images.shape[1]
             mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
             if len(mean) != channels or len(std) != channels:
                 raise DataError(f"mean/std need {channels} values (one per channel), got {len(mean)}/{len(std)}")
@@ -82,14 +93,20 @@ class ArrayDataset:
         self.mean: tuple[float, ...] | None = mean
         self.std: tuple[float, ...] | None = std
         self.augment: Augment | None = augment
+        self.raw = raw
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __repr__(self) -> str:
-        norm = f", mean={self.mean}, std={self.std}" if self.mean is not None else ""
+        norm = f", mean={self.mean}, std={self.std}" if self.mean is not None else ", raw" if self.raw else ""
         aug = f", augment={getattr(self.augment, '__name__', self.augment)}" if self.augment is not None else ""
         return f"ArrayDataset(n={len(self)}, shape={list(self.images.shape[1:])}, device={self.device}{norm}{aug})"
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """The shape of one input, without the batch dimension."""
+        return tuple(self.images.shape[1:])
 
     @property
     def device(self) -> torch.device:
@@ -98,16 +115,18 @@ class ArrayDataset:
 
     def to(self, device: torch.device | str) -> ArrayDataset:
         """Return a new dataset with both tensors on ``device``."""
-        return ArrayDataset(self.images.to(device), self.labels.to(device), self.mean, self.std, self.augment)
+        return ArrayDataset(self.images.to(device), self.labels.to(device), self.mean, self.std, self.augment, self.raw)
 
     def subset(self, index: torch.Tensor) -> ArrayDataset:
         """Return the samples selected by ``index`` (int64 indices or a bool mask), as a copy."""
         index = torch.as_tensor(index, device=self.device)
-        return ArrayDataset(self.images[index], self.labels[index], self.mean, self.std, self.augment)
+        return ArrayDataset(self.images[index], self.labels[index], self.mean, self.std, self.augment, self.raw)
 
     def with_augment(self, augment: Augment | None) -> ArrayDataset:
         """Return a dataset sharing these tensors, with ``augment`` set (None turns augmentation off)."""
-        return ArrayDataset(self.images, self.labels, self.mean, self.std, augment)
+        if self.raw and augment is not None:
+            raise DataError("a user's dataset applies its own transforms: augment does not apply to it")
+        return ArrayDataset(self.images, self.labels, self.mean, self.std, augment, self.raw)
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         """Number of batches :meth:`batches` yields for these arguments."""
@@ -141,8 +160,7 @@ class ArrayDataset:
         count = self.num_batches(batch_size, drop_last)
         order = None
         if shuffle:
-            order = torch.randperm(len(self), generator=_generator(seed * 1_000_003 + epoch))
-            order = order.to(self.device)
+            order = shuffle_order(len(self), seed, epoch).to(self.device)
         # One generator per epoch, separate from the shuffle's, so turning augmentation on or off
         # does not change the sample order.
         aug_gen = None if self.augment is None else _generator(seed * 1_000_003 + epoch + _AUGMENT_SEED_OFFSET)
@@ -154,6 +172,9 @@ class ArrayDataset:
         for b in range(count):
             lo, hi = b * batch_size, (b + 1) * batch_size
             idx = slice(lo, hi) if order is None else order[lo:hi]
+            if self.raw:  # a copy, as in the scaled path: the model may change its input in place
+                yield self.images[idx].clone() if order is None else self.images[idx], self.labels[idx]
+                continue
             x = self.images[idx].to(torch.float32).div_(255.0)
             if aug_gen is not None:
                 x = self.augment(x, aug_gen)

@@ -14,9 +14,10 @@ import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from ..errors import DataError
+from ..imports import is_import_path
 from ..registry import Registry
 from .arrays import Augment, Splits, split_validation
 from .augment import random_crop_flip
@@ -26,6 +27,7 @@ from .mnist import load_idx_dataset
 from .paths import find_dataset
 from .specs import CIFAR10, CIFAR10_JPEG, CIFAR100, FASHION_MNIST, MNIST, DownloadSpec
 from .synthetic import load_synthetic
+from .user import load_user_dataset
 
 Loader = Callable[[str | os.PathLike | None], Splits]
 """``loader(data_dir) -> Splits`` without a validation split; raises DataError when files are missing."""
@@ -162,11 +164,16 @@ def load_dataset(
     val_size: int = 0,
     seed: int = 0,
     augment: bool = False,
+    kwargs: Mapping[str, Any] | None = None,
+    in_memory: str = "auto",
+    workers: int = 0,
 ) -> Splits:
-    """Load a registered dataset, optionally carving a validation split out of its training set.
+    """Load a registered dataset or a user's, optionally carving a validation split out of its training set.
 
     Args:
-        name: a key of :data:`DATASETS` (see :func:`normalize_name`).
+        name: a key of :data:`DATASETS` (see :func:`normalize_name`), or a user's factory
+            ``"package.module:factory"`` (see :mod:`.user`; ``kwargs``, ``in_memory`` and ``workers``
+            apply to it only; a validation split it returns is used as it is, ``val_size`` must be 0).
         data_dir: directory holding the files or a ``<name>`` sub-directory; None searches
             ``$SPARSEHALO_DATA_DIR``, the download cache, then (MNIST only) the copy in the package.
         download: when the dataset's files are found nowhere on that search path, fetch them into
@@ -182,6 +189,18 @@ def load_dataset(
         DataError: unknown name, missing or corrupt files, a bad ``val_size``, or ``augment`` for a
             dataset without a standard augmentation.
     """
+    if is_import_path(name):
+        if augment:
+            raise DataError("data.augment applies to the bundled datasets; a user's dataset applies its own transforms")
+        splits, _ = load_user_dataset(name, kwargs or {}, data_dir, in_memory=in_memory, workers=workers)
+        if val_size and splits.val is not None:
+            raise DataError(f"data.name {name!r} returns its own validation split: leave data.val_size at 0")
+        if val_size:
+            train, val = split_validation(splits.train, val_size, seed)
+            splits = replace(splits, train=train, val=val)
+        return splits
+    if kwargs:
+        raise DataError(f"data.kwargs applies to a user's dataset factory, not to the bundled {name!r}")
     key = normalize_name(name)
     if key not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")

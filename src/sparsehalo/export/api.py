@@ -23,6 +23,7 @@ from ..data import DATASETS, normalize_name
 from ..errors import CheckpointError, ConfigError, SparsehaloError
 from ..io import atomic_write_bytes, load_torch, save_torch
 from ..measure import count_nonzero
+from ..imports import is_import_path
 from ..selection import aliases, prunable_parameters, unwrap
 from ..training import build_model, config_of
 from .container import MAX_ELEMENTS, encode_state, read_metadata, read_sparse_state
@@ -95,6 +96,12 @@ def _build_from_metadata(path: Path, meta: Mapping[str, str]) -> nn.Module:
         raise CheckpointError(f"sparse export {str(path)!r} holds an unreadable config: {str(exc).splitlines()[0][:200]}") from None
     if num_classes is not None and num_classes <= 0:
         raise CheckpointError(f"sparse export {str(path)!r} has num_classes {num_classes}")
+    if is_import_path(config.model.name):
+        # Importing what a file names would run code the file chose: only the caller may do that.
+        raise CheckpointError(
+            f"sparse export {str(path)!r} names the model by import path {config.model.name!r}, which is never "
+            "imported from a file; build the model yourself and pass model= to load_sparse"
+        )
     # Build on the meta device first: a crafted config asking for a huge model costs nothing there,
     # and its shapes are checked against the file before any real memory is allocated.
     try:
@@ -138,8 +145,13 @@ def load_sparse(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     return model.eval()
 
 
-def _num_classes(config) -> int:
-    """The number of classes of the run's dataset (what training built the model with)."""
+def _num_classes(config, ckpt: Mapping) -> int | None:
+    """The number of classes the run built its model with: the checkpoint's record, else (older
+    checkpoints) the registered dataset's; None for a user's dataset that did not say."""
+    if isinstance(ckpt.get("num_classes"), int) and not isinstance(ckpt["num_classes"], bool):
+        return ckpt["num_classes"]
+    if is_import_path(config.data.name):
+        return None
     key = normalize_name(config.data.name)
     if key not in DATASETS:
         raise SparsehaloError(f"unknown dataset {config.data.name!r} in the run's config")
@@ -229,7 +241,7 @@ def export_run(
     source = find_source(root, sparsity, scope)
     ckpt = load_torch(source, required=("model", "config"))
     config = config_of(ckpt, source)
-    num_classes = _num_classes(config)
+    num_classes = _num_classes(config, ckpt)
     model = build_model(config, num_classes)
     try:
         model.load_state_dict(ckpt["model"])
@@ -238,6 +250,8 @@ def export_run(
     if fmt == "sparse":
         path = Path(out) if out is not None else paths.sparse_export(root)
         meta = {"config": json.dumps(config.to_dict(), separators=(",", ":")), "num_classes": str(num_classes), "source": source.name}
+        if num_classes is None:
+            del meta["num_classes"]
         report = export_sparse(model, path, values_dtype=torch.float16 if fp16 else torch.float32, metadata=meta)
     else:
         path = Path(out) if out is not None else paths.dense_export(root)

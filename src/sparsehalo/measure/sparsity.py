@@ -155,6 +155,17 @@ def _join(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def _kind(module: nn.Module) -> str:
+    """The name of the nearest public ``torch.nn`` layer class of ``module`` (``Linear`` for a subclass such
+    as attention's ``NonDynamicallyQuantizableLinear``), else its own class name."""
+    for cls in type(module).__mro__:
+        if cls is nn.Module:
+            break
+        if getattr(nn, cls.__name__, None) is cls:
+            return cls.__name__
+    return type(module).__name__
+
+
 def _describe(model: nn.Module, names: list[str]) -> str:
     """Say which kind of tensors ``names`` are, e.g. ``"Conv2d and Linear weights, biases excluded"``."""
     modules = dict(unwrap(model).named_modules())
@@ -165,8 +176,9 @@ def _describe(model: nn.Module, names: list[str]) -> str:
         module = modules.get(owner)
         if module is None:
             return f"{len(names)} selected tensors"
-        if type(module).__name__ not in types:
-            types.append(type(module).__name__)
+        kind = _kind(module)
+        if kind not in types:
+            types.append(kind)
         attr = attr.removesuffix("_orig")  # a layer reparametrized by torch.nn.utils.prune
         attrs.add("weight" if attr.endswith("weight") else "bias" if attr.endswith("bias") else attr)
     if attrs == {"weight"}:

@@ -10,6 +10,6 @@
 from .checkpointing import config_of, load_run
 from .evaluate import pruned
 from .loop import EpochLog, Hook, train
-from .state import RunState, build, build_model, resolve_device
+from .state import RunState, build, build_model, load_data, resolve_device
 
-__all__ = ["EpochLog", "Hook", "RunState", "build", "build_model", "config_of", "load_run", "pruned", "resolve_device", "train"]
+__all__ = ["EpochLog", "Hook", "RunState", "build", "build_model", "config_of", "load_data", "load_run", "pruned", "resolve_device", "train"]

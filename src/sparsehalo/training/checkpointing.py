@@ -48,6 +48,7 @@ def save(state: RunState, path: Path, epoch: int, history: list[dict]) -> None:
             "format": FORMAT,
             "epoch": epoch,
             "config": json.dumps(state.config.to_dict()),
+            "num_classes": state.data.num_classes,
             "model": state.model.state_dict(),
             "penalty": state.penalty.state_dict(),
             "optimizer": state.optimizer.state_dict(),

@@ -167,6 +167,8 @@ def train(config: Config, run_dir: str | Path, echo: Callable[[str], None] = pri
         echo(f"resuming {run_dir} after epoch {start}/{config.train.epochs}")
     echo(f"training {config.name} ({config.hash()}) on {state.device}: {config.model.name}, penalty {config.penalty.name}, "
          f"method {config.method.name}, {config.train.epochs} epochs")
+    if state.penalty.needs_params:
+        echo(f"penalty {config.penalty.name}: {state.penalty.summary(state.model)}")
     epoch_hooks, end_hooks = hooks or default_hooks(echo, history[-1].get("time_s", 0.0) if history else 0.0)
     epochs = config.train.epochs
     for epoch in range(start, epochs):

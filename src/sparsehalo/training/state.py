@@ -21,6 +21,7 @@ from ..data import Splits, load_dataset
 from ..errors import ConfigError
 from ..pruning import Mask, MaskHandle
 from ..selection import prunable_parameters
+from . import optimizers
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,7 +79,7 @@ class RunState:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.data.train.images.shape[1:])
+        return self.data.train.example_shape
 
     def prunable(self) -> dict[str, torch.Tensor]:
         """The tensors pruning acts on (``prune.types`` / ``prune.biases``)."""
@@ -101,11 +102,9 @@ class RunState:
 
     def start_phase(self, phase: int) -> None:
         """A fresh optimizer (network and penalty groups) and schedule for ``phase``; re-binds the mask."""
-        cfg, o, pc = self.config, self.config.optim, self.config.penalty
+        cfg = self.config
         lr = self.method.phase_lr(self, phase)
-        groups = [{"params": list(self.model.parameters()), "name": "model"}]
-        groups += self.penalty.param_groups(lr=pc.scale_lr, momentum=pc.scale_momentum)
-        self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+        self.optimizer = optimizers.build(cfg, list(self.model.parameters()), self.penalty, lr)
         steps = self.steps_per_epoch * self.phases[phase]
         self.scheduler = schedules.build(self.optimizer, cfg.schedule, steps, self.steps_per_epoch)
         if self.mask is not None:
@@ -122,10 +121,18 @@ class RunState:
 
 def build_model(config: Config, num_classes: int | None = None) -> nn.Module:
     """The config's model, untrained (``num_classes`` fills ``model.kwargs`` when unset)."""
-    kwargs = dict(config.model.kwargs)
-    if num_classes is not None:
-        kwargs.setdefault("num_classes", num_classes)
-    return models.build(config.model.name, **kwargs)
+    optional = {} if num_classes is None else {"num_classes": num_classes}
+    return models.build(config.model.name, optional, **config.model.kwargs)
+
+
+def load_data(config: Config, device: torch.device | str = "cpu", validation: bool = True) -> Splits:
+    """The config's dataset on ``device`` (its validation split and training subset with ``validation``)."""
+    d = config.data
+    data = load_dataset(d.name, config.run.data_dir, val_size=d.val_size if validation else 0, seed=config.train.seed,
+                        augment=d.augment, kwargs=d.kwargs, in_memory=d.in_memory, workers=d.workers)
+    if validation and d.train_size:
+        data = _train_subset(data, d.train_size, config.train.seed)
+    return data.to(device)
 
 
 def build(config: Config, device: torch.device | None = None) -> RunState:
@@ -138,12 +145,8 @@ def build(config: Config, device: torch.device | None = None) -> RunState:
         torch.set_num_threads(config.run.threads)
     if config.run.keep_freed_memory:
         keep_freed_memory()
-    data = load_dataset(
-        config.data.name, config.run.data_dir, val_size=config.data.val_size, seed=config.train.seed, augment=config.data.augment
-    )
-    if config.data.train_size:
-        data = _train_subset(data, config.data.train_size, config.train.seed)
-    data = data.to(device)
+    optimizers.check(config)  # before the data is read
+    data = load_data(config, device)
     torch.manual_seed(config.train.seed)
     model = build_model(config, data.num_classes).to(device)
     if config.run.channels_last:
