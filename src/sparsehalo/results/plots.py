@@ -221,12 +221,17 @@ def plot_scales(run_dir: str | Path, out_path: str | Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
 
-    for values, label in ((w, "log10 |w|"), (lam, "log10 |λ|")):
-        positive = values[values > 0]
-        if positive.numel():
-            hx.hist(positive.log10().numpy(), bins=100, alpha=0.5, label=label)
+    logs = [(values[values > 0].log10(), label) for values, label in ((w, "log10 |w|"), (lam, "log10 |λ|"))]
+    logs = [(v, label) for v, label in logs if v.numel()]
+    if logs:
+        # Shared bins: scales bunched in a narrow range would otherwise get 100 bins too thin to see.
+        lo, hi = min(float(v.min()) for v, _ in logs), max(float(v.max()) for v, _ in logs)
+        edges = torch.linspace(lo, hi if hi > lo else lo + 1.0, 101).numpy()
+        for v, label in logs:
+            hx.hist(v.numpy(), bins=edges, alpha=0.5, label=label)
+        hx.set_yscale("log")
     hx.set_xlabel("log10 of magnitude")
-    hx.set_ylabel("entries")
+    hx.set_ylabel("entries (log scale)")
     hx.set_title("distribution over all penalized entries", fontsize=8)
     hx.legend(fontsize=8)
     fig.suptitle(f"learned HALO scales: {run_dir.name}", fontsize=10)
