@@ -7,7 +7,8 @@ Prints microseconds per call (medians of interleaved rounds, warm caches) of: th
 (value + gradients), the native C++ pass writing fresh gradient tensors and writing into reused ones,
 `torch.sum` over the same number of elements (a memory-speed yardstick), and the fixed cost of a
 penalty's forward + backward on tiny tensors through the compiled kernel's Python autograd function
-and through the native C++ autograd function. Run it once as it is and once after
+and through the native C++ autograd function (through the public path, and calling the extension
+directly: the difference is the price of the Python in between). Run it once as it is and once after
 `sparsehalo.keep_freed_memory()` (`--keep`) to see what fresh allocations cost.
 """
 
@@ -74,6 +75,14 @@ def main() -> int:
                 p.grad = None
         return step
 
+    def direct_step():
+        # What the previous row costs without the Python between penalty() and the extension (the
+        # checks for torch.compile and the kernel lookup): their difference is that layer's price.
+        _, tensors, c = pen.kernel_call()
+        ext.halo_apply(tensors[: c[0]], tensors[c[0] :], *c[1:4], 0, 0.0).backward()
+        for p in everything:
+            p.grad = None
+
     rows = {
         "torch.compile kernel (value + gradients)": lambda: fused.run_kernel(elementwise.halo_kernel, ws + lams, *consts),
         "native pass, fresh gradient tensors": lambda: ext.halo_forward(ws, lams, 1e-4, 1e-4, 1e-6, 0, 0.0, []),
@@ -81,6 +90,7 @@ def main() -> int:
         f"torch.sum over {n:,} floats (yardstick)": lambda: flat.sum(),
         "tiny forward + backward, compiled kernel + Python Function": tiny_step(elementwise.halo_kernel),
         "tiny forward + backward, native C++ autograd function": tiny_step(native.halo_native_kernel),
+        "  the same, calling the extension directly (no dispatch)": direct_step,
     }
     print(f"HALO kernels on LeNet-300-100's {n:,} weights, {torch.get_num_threads()} thread(s), "
           f"allocator: {'kept memory' if args.keep else 'glibc default'}")
