@@ -123,6 +123,13 @@ def per_level_section(c: Campaign) -> list[str]:
     lines = []
     for model in (m for m in c.models if "halo" in c.oneshot and c.own_sweep(m)):
         overall, per_level = c.chosen(model, "halo"), c.chosen_per_level(model)
+        if overall is not None and not per_level:
+            grid = c.grids["halo"]
+            edge = [k.split(".")[-1] for k, v in overall.items() if k in grid and v in (min(grid[k]), max(grid[k]))]
+            lines += [f"{model}: xi / psi chosen on the validation split (best mean validation accuracy at "
+                      + " / ".join(f"{float(lv) * 100:g}" for lv in c.select_levels) + "%, grid and scores in `sweep.csv`): "
+                      + ", ".join(f"{k.split('.')[-1]} {v:g}" for k, v in overall.items())
+                      + (f"; at the edge of the grid in {', '.join(edge)}." if edge else "."), ""]
         if overall is None or not per_level:
             continue
         rows = []
