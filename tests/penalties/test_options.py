@@ -26,14 +26,16 @@ def test_options_are_the_constructor_keywords_with_their_defaults(name):
 
 
 # one setting each penalty does not take, and what it does take
+TARGET = ("target_sparsity, total_steps, target_ramp, target_schedule, target_gain, target_gain_p, target_factor, "
+          "target_average, target_error, target_knob")
 UNKNOWN = {
-    "halo": ("a", "xi, psi, lambda_init, hyper, budget, eps, scale_weight_decay"),
+    "halo": ("a", "xi, psi, lambda_init, hyper, budget, eps, scale_weight_decay, " + TARGET),
     "l1": ("psi", "xi, lambda_init, scale_weight_decay"),
     "sws": ("budget", "xi, psi, lambda_init, eps, scale_weight_decay"),
     "mcp": ("eps", "xi, gamma"),
     "scad": ("gamma", "xi, a"),
     "group_lasso": ("psi", "xi, eps"),
-    "group_halo": ("a", "xi, psi, lambda_init, hyper, budget, eps, scale_weight_decay"),
+    "group_halo": ("a", "xi, psi, lambda_init, hyper, budget, eps, scale_weight_decay, " + TARGET),
     "none": ("xi", "no settings"),
 }
 

@@ -34,6 +34,7 @@ from .base import Penalty, option, scale_key, scale_summary
 from .hyper import HYPER, HyperForm, hyper_form
 from .kernels.elementwise import l1_kernel, sws_kernel
 from .kernels.native import halo_kernel_for
+from .target import SparsityController
 
 
 class HierarchicalPenalty(Penalty):
@@ -51,6 +52,10 @@ class HierarchicalPenalty(Penalty):
         budget: the target ``p`` of the budget forms (required for them).
         eps: soft floor added as ``eps**2`` to ``lambda**2`` (0 recovers the unfloored form).
         scale_weight_decay: weight decay on the scales in :meth:`param_groups` (default 0).
+        target_sparsity: target mode (:mod:`.target`): the whole penalty is scaled by a strength that
+            a controller steers so that the share of penalized weights with ``|w| <= 1e-3`` follows a
+            schedule to this sparsity over ``total_steps`` training steps; ``xi`` / ``psi`` are then
+            only the starting strength.  ``target_*``: the controller's settings.
 
     Raises:
         ConfigError: for an unknown ``hyper``, a budget form without a budget, or a negative
@@ -66,6 +71,20 @@ class HierarchicalPenalty(Penalty):
         budget: float | None = option(None, "the target sum of |lambda| of the budget forms, which require it")
         eps: float = option(1e-3, "soft floor added as eps**2 to lambda**2 (0: the unfloored form)")
         scale_weight_decay: float = option(0.0, "weight decay on the scales in their optimizer group")
+        target_sparsity: float | None = option(None, "target mode: the sparsity the penalty steers its strength to "
+                                               "(see sparsehalo.penalties.target)")
+        total_steps: int | None = option(None, "target mode: the run's training steps (sparsehalo train fills it in)")
+        target_ramp: float = option(0.7, "target mode: fraction of training at which the schedule reaches the target")
+        target_schedule: str = option("constant", "target mode: cubic (GMP's ramp) | constant (the target from step 1)")
+        target_gain: float = option(3.0, "target mode: integral gain of the controller on log(strength)")
+        target_gain_p: float = option(0.0, "target mode: proportional gain of the controller on log(strength)")
+        target_factor: float = option(10.0, "target mode: the strength stays within [1/f, f] times xi / psi")
+        target_average: float = option(0.0, "target mode: decay of the weights' running average the controller "
+                                       "measures (0: the weights themselves)")
+        target_error: str = option("log", "target mode: the controller's error: log (log of the density ratio, "
+                                   "clipped to [-1, 1]) | absolute (scheduled - measured sparsity)")
+        target_knob: str = option("psi", "target mode: what the strength multiplies: pull (the weights' pull, "
+                                  "scales untouched) | psi (the hyper-penalty on the scales)")
 
     def __init__(
         self,
@@ -78,6 +97,16 @@ class HierarchicalPenalty(Penalty):
         budget: float | None = None,
         eps: float = 1e-3,
         scale_weight_decay: float = 0.0,
+        target_sparsity: float | None = None,
+        total_steps: int | None = None,
+        target_ramp: float = 0.7,
+        target_schedule: str = "constant",
+        target_gain: float = 3.0,
+        target_gain_p: float = 0.0,
+        target_factor: float = 10.0,
+        target_average: float = 0.0,
+        target_error: str = "log",
+        target_knob: str = "psi",
     ):
         super().__init__(params, xi=xi, scale_weight_decay=scale_weight_decay)
         who = type(self).__name__
@@ -93,6 +122,39 @@ class HierarchicalPenalty(Penalty):
         # ParameterDict sorts the keys of a plain dict: the order of the magnitudes is kept here.
         self._scale_keys: tuple[str, ...] = tuple(initial)
         self.scales = nn.ParameterDict({k: nn.Parameter(t) for k, t in initial.items()})
+        if target_knob not in ("pull", "psi"):
+            raise ConfigError(f"{who}: target_knob must be pull or psi, got {target_knob!r}")
+        self.target_knob = target_knob
+        self.controller: SparsityController | None = None
+        if target_sparsity is not None:
+            self.controller = SparsityController(target_sparsity, total_steps, ramp=target_ramp, gain=target_gain,
+                                                 gain_p=target_gain_p, schedule=target_schedule, factor=target_factor,
+                                                 average=target_average, error=target_error)
+            self.controller.track(self._targets)
+
+    def forward(self) -> torch.Tensor:
+        """The value; in target mode times the controller's strength, which a call with grad enabled
+        (a training step) first updates from the weights' current sparsity."""
+        value = super().forward()
+        if self.controller is None:
+            return value
+        if torch.is_grad_enabled():
+            self.controller.update(self._targets)
+        k = self.controller.strength() - 1.0
+        return value + (self.extra_psi(k) if self.target_knob == "psi" else self.extra_pull(k))
+
+    def extra_pull(self, k: torch.Tensor) -> torch.Tensor:
+        """``k * xi * sum m / (lambda**2 + eps**2)`` with the scales held fixed (knob ``pull``): the weights
+        feel ``(1 + k)`` times the pull and the scales' own problem is left as it is."""
+        eps2 = self.eps**2
+        total = sum((m / (lam.detach().square() + eps2)).sum() for m, lam in zip(self.magnitudes(), self.scale_tensors()))
+        return (k * self.xi).to(total.dtype) * total
+
+    def extra_psi(self, k: torch.Tensor) -> torch.Tensor:
+        """``k * psi * R(S)`` (knob ``psi``): the hyper-penalty ``(1 + k)`` times as strong, which lowers the
+        scales' optimum ``(2 xi |w| / psi)^(1/3)`` and so raises every weight's pull ``xi / lambda**2``."""
+        s = sum(lam.abs().sum() for lam in self.scale_tensors())
+        return (k * self.psi).to(s.dtype) * self.form.value(s, self.budget or 0.0)
 
     def reset_scales(self) -> None:
         """Refill every scale with ``lambda_init`` on its weight's current device (e.g. after ``to_empty``)."""
@@ -132,8 +194,13 @@ class HierarchicalPenalty(Penalty):
 
     @torch.no_grad()
     def stats(self) -> dict[str, float]:
-        """Summary of ``|lambda|`` (``scale_min`` / ``_median`` / ``_mean`` / ``_max``)."""
-        return {**scale_summary(self.scale_tensors()), **super().stats()}
+        """Summary of ``|lambda|`` (``scale_min`` / ``_median`` / ``_mean`` / ``_max``); in target mode also
+        the controller's strength, measured and scheduled sparsity, and the effective ``xi`` / ``psi``."""
+        out = {**scale_summary(self.scale_tensors()), **super().stats()}
+        if self.controller is not None:
+            out.update(self.controller.stats())
+            out.update(target_xi=self.xi * out["target_strength"], target_psi=self.psi * out["target_strength"])
+        return out
 
     def extra_repr(self) -> str:
         extra = f", budget={self.budget:g}" if self.budget is not None else ""

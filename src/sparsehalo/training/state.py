@@ -152,12 +152,15 @@ def build(config: Config, device: torch.device | None = None) -> RunState:
     if config.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     pc = config.penalty
-    penalty = penalties.build(pc.name, model, **pc.selection(), **pc.options()).to(device)
-    penalty.check_partition(model)
-    method = methods.build(config.method.name, config.method.sparsity, config.method.options)
     steps = data.train.num_batches(config.data.batch_size)
     if steps == 0:
         raise ConfigError(f"the training set ({len(data.train)} examples) gives no batch of size {config.data.batch_size}")
+    options = pc.options()
+    if options.get("target_sparsity") is not None and options.get("total_steps") is None:
+        options["total_steps"] = steps * config.train.epochs  # target mode: the schedule's time axis
+    penalty = penalties.build(pc.name, model, **pc.selection(), **options).to(device)
+    penalty.check_partition(model)
+    method = methods.build(config.method.name, config.method.sparsity, config.method.options)
     state = RunState(config, device, data, model, penalty, None, None, steps, method, method.phases(config.train.epochs))
     state.start_phase(0)
     return state

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Target-mode HALO: which controller design, chosen on the validation split (issue 12).
+
+    .venv/bin/python scripts/target_design.py [--threads 1] [--report]
+
+Trains LeNet-300-100 on MNIST as in ``configs/mnist_lenet300_halo.toml`` (30 epochs, SGD, cosine;
+xi = psi = 1e-4 as the starting strength) with ``penalty.target_sparsity`` at each level and each
+design below, on 50,000 training images (10,000 held out for validation, never the test set), one run
+per design and level, seed 0.  Writes ``results/target/design/`` (run directories, resumable: finished
+runs are skipped) and ``results/target/design.md`` / ``design.csv``: natural sparsity at the end,
+validation and test accuracy after pruning to the level (no fine-tuning), and the final strength.
+The fixed-strength HALO rows come from the validation grid of ``results/mnist/sweep.csv`` (the same
+protocol: 30 epochs, the same validation split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from sparsehalo import config
+from sparsehalo.io import atomic_write_text, read_json, write_csv
+from sparsehalo.paths import summary as summary_path
+from sparsehalo.results.tables import markdown_table
+from sparsehalo.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "target"
+LEVELS = (0.985, 0.995)
+#: design -> (what it is, settings); every design sets all its knobs, so the defaults can change freely.
+DESIGNS = {
+    "pull-cubic-abs": ("strength on the weights' pull, GMP's cubic schedule reaching the target at 70%, absolute error, "
+                       "fast PI gains", ['penalty.target_knob="pull"', 'penalty.target_schedule="cubic"',
+                                         'penalty.target_error="absolute"', "penalty.target_gain=50.0", "penalty.target_gain_p=5.0"]),
+    "pull-cubic-log": ("as pull-cubic-abs with the relative (log density) error",
+                       ['penalty.target_knob="pull"', 'penalty.target_schedule="cubic"', 'penalty.target_error="log"',
+                        "penalty.target_gain=50.0", "penalty.target_gain_p=5.0"]),
+    "psi-cubic-abs": ("as pull-cubic-abs with the strength on psi",
+                      ['penalty.target_knob="psi"', 'penalty.target_schedule="cubic"', 'penalty.target_error="absolute"',
+                       "penalty.target_gain=50.0", "penalty.target_gain_p=5.0"]),
+    "psi-constant": ("strength on psi, the target from step 1 (slow dual ascent on the log density error)",
+                     ['penalty.target_knob="psi"', 'penalty.target_schedule="constant"', 'penalty.target_error="log"',
+                      "penalty.target_gain=3.0", "penalty.target_gain_p=0.0"]),
+}
+COMMON = ["penalty.target_average=0.0", "penalty.target_factor=10.0"]  # the weights themselves; strength in [0.1, 10]
+
+
+def configs(threads: int) -> list[tuple[str, float, config.Config]]:
+    out = []
+    for design, (_, sets) in DESIGNS.items():
+        for level in LEVELS:
+            cfg = config.load(ROOT / "configs" / "mnist_lenet300_halo.toml", [
+                *COMMON, *sets, f"penalty.target_sparsity={level}", "data.val_size=10000", f"prune.levels=[{level}]",
+                f'name="target_{design}_{level:g}"', f"run.threads={threads}", "run.progress=false"])
+            out.append((design, level, cfg))
+    return out
+
+
+def fixed_rows() -> list[list[str]]:
+    """The best fixed (xi, psi) of the MNIST validation grid at each level, and xi = psi = 1e-4."""
+    rows = []
+    grid = [r for r in csv.DictReader((ROOT / "results" / "mnist" / "sweep.csv").open()) if r["model"] == "lenet300" and r["method"] == "halo"]
+    for level in LEVELS:
+        key = f"val_acc_{100 * level:g}"
+        best = max(grid, key=lambda r: float(r[key]))
+        same = next(r for r in grid if float(r["xi"]) == 1e-4 and float(r["psi"]) == 1e-4)
+        rows.append([f"fixed, grid's best at this level (xi {best['xi']}, psi {best['psi']}; 9 runs)", f"{100 * level:g}%",
+                     "—", best[key], "—", "—"])
+        rows.append(["fixed, xi = psi = 1e-4 (the starting strength)", f"{100 * level:g}%", "—", same[key], "—", "1"])
+    return rows
+
+
+def report(runs: list[tuple[str, float, config.Config]]) -> None:
+    rows, table = [], []
+    for design, level, cfg in runs:
+        path = summary_path(cfg.run_dir(OUT / "design"))
+        if not path.exists():
+            continue
+        s = read_json(path, "summary")
+        fin, key = s["final"], f"{level:g}"
+        row = {"design": design, "level": level, "natural_sparsity": fin["natural_sparsity"],
+               "val_acc": fin.get(f"val_acc_pruned_{key}"), "test_acc": fin.get(f"test_acc_pruned_{key}"),
+               "strength": fin.get("target_strength"), "run_dir": cfg.run_dir(OUT / "design").name}
+        rows.append(row)
+        table.append([design, f"{100 * level:g}%", f"{100 * row['natural_sparsity']:.2f}%", f"{row['val_acc']:.2f}",
+                      f"{row['test_acc']:.2f}", f"{row['strength']:.3g}"])
+    write_csv(OUT / "design.csv", rows, ["design", "level", "natural_sparsity", "val_acc", "test_acc", "strength", "run_dir"])
+    lines = ["# Target-mode HALO: the controller's design", "",
+             "Regenerate (resumable): `.venv/bin/python scripts/target_design.py`; rewrite this page: `--report`.", "",
+             "LeNet-300-100 on MNIST, 30 epochs (SGD, lr 0.1, momentum 0.9, cosine), seed 0, trained on 50,000 images; "
+             "accuracy in % on the 10,000 held-out validation images and on the test set after one global magnitude "
+             "prune to the level (sparsity of the 266,200 Linear weights), no fine-tuning; natural sparsity = share of "
+             "those weights with |w| <= 1e-3 before the prune; strength = the controller's factor on the starting "
+             "xi / psi at the end. One run per design and level: the choice is made on validation accuracy.", "",
+             *markdown_table(["design", "target", "natural sparsity", "val acc.", "test acc.", "strength"],
+                             table + fixed_rows(), "lrrrrr"), "", "Designs:", "",
+             *[f"- `{name}`: {what}." for name, (what, _) in DESIGNS.items()], ""]
+    atomic_write_text(OUT / "design.md", "\n".join(lines))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--report", action="store_true", help="only rewrite design.md / design.csv from finished runs")
+    args = ap.parse_args()
+    runs = configs(args.threads)
+    if not args.report:
+        for design, level, cfg in runs:
+            train(cfg, cfg.run_dir(OUT / "design"), echo=lambda s: print(s, flush=True))
+            report(runs)
+    report(runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
