@@ -7,6 +7,7 @@ MLPs, the input projection and the head), then one global magnitude threshold pr
 
     .venv/bin/python examples/own_transformer.py                 # 2 epochs, about 2 minutes on 2 CPU cores
     .venv/bin/python examples/own_transformer.py --epochs 1 --train-size 5000   # a quick look
+    .venv/bin/python examples/own_transformer.py --dataset fashion-mnist --data-dir DIR
 """
 
 from __future__ import annotations
@@ -59,10 +60,12 @@ def main() -> int:
     ap.add_argument("--xi", type=float, default=2e-4)
     ap.add_argument("--psi", type=float, default=2e-4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    ap.add_argument("--data-dir", default=None, help="where fashion-mnist is (MNIST is bundled)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    data = load_dataset("mnist")
+    data = load_dataset(args.dataset, args.data_dir)
     train = data.train.subset(torch.arange(args.train_size)) if args.train_size < len(data.train.labels) else data.train
     model = RowTransformer()
 

@@ -1,17 +1,21 @@
-"""The examples run as their docstrings say, on a small slice of the bundled MNIST."""
+"""The examples run as their docstrings say, on a small slice of MNIST (bundled) and of Fashion-MNIST (../shared)."""
 
 import json
 import re
 import subprocess
 import sys
 
-from support import ROOT, run_cli
+import pytest
+
+from support import ROOT, run_cli, shared_path
 
 
-def test_own_transformer_example_penalizes_every_matrix_and_prunes():
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_own_transformer_example_penalizes_every_matrix_and_prunes(dataset):
+    extra = [] if dataset == "mnist" else ["--dataset", dataset, "--data-dir", str(shared_path("datasets", "fashion-mnist"))]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "own_transformer.py"), "--epochs", "1", "--train-size", "1000", "--threads", "1"],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, str(ROOT / "examples" / "own_transformer.py"), "--epochs", "1", "--train-size", "1000", "--threads", "1",
+         *extra], capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
     # 2 encoder layers x (in_proj, out_proj, linear1, linear2) + input projection + head
