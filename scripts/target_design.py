@@ -43,6 +43,9 @@ DESIGNS = {
     "psi-constant": ("strength on psi, the target from step 1 (slow dual ascent on the log density error)",
                      ['penalty.target_knob="psi"', 'penalty.target_schedule="constant"', 'penalty.target_error="log"',
                       "penalty.target_gain=3.0", "penalty.target_gain_p=0.0"]),
+    "psi-constant-slow": ("as psi-constant with half the gain",
+                          ['penalty.target_knob="psi"', 'penalty.target_schedule="constant"', 'penalty.target_error="log"',
+                           "penalty.target_gain=1.5", "penalty.target_gain_p=0.0"]),
 }
 COMMON = ["penalty.target_average=0.0", "penalty.target_factor=10.0"]  # the weights themselves; strength in [0.1, 10]
 
