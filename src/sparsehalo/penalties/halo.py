@@ -76,7 +76,7 @@ class HierarchicalPenalty(Penalty):
         total_steps: int | None = option(None, "target mode: the run's training steps (sparsehalo train fills it in)")
         target_ramp: float = option(0.7, "target mode: fraction of training at which the schedule reaches the target")
         target_schedule: str = option("constant", "target mode: cubic (GMP's ramp) | constant (the target from step 1)")
-        target_gain: float = option(3.0, "target mode: integral gain of the controller on log(strength)")
+        target_gain: float = option(1.5, "target mode: integral gain of the controller on log(strength)")
         target_gain_p: float = option(0.0, "target mode: proportional gain of the controller on log(strength)")
         target_factor: float = option(10.0, "target mode: the strength stays within [1/f, f] times xi / psi")
         target_average: float = option(0.0, "target mode: decay of the weights' running average the controller "
@@ -101,7 +101,7 @@ class HierarchicalPenalty(Penalty):
         total_steps: int | None = None,
         target_ramp: float = 0.7,
         target_schedule: str = "constant",
-        target_gain: float = 3.0,
+        target_gain: float = 1.5,
         target_gain_p: float = 0.0,
         target_factor: float = 10.0,
         target_average: float = 0.0,
