@@ -130,9 +130,7 @@ class ArrayDataset:
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         """Number of batches :meth:`batches` yields for these arguments."""
-        _check_batch_size(batch_size)
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
+        return count_batches(len(self), batch_size, drop_last)
 
     def batches(
         self,
@@ -181,6 +179,12 @@ class ArrayDataset:
             if shift is not None:
                 x = x.sub_(shift).div_(scale)
             yield x, self.labels[idx]
+
+
+def count_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Batches of ``batch_size`` in ``n`` examples (the last one partial unless ``drop_last``)."""
+    _check_batch_size(batch_size)
+    return n // batch_size if drop_last else -(-n // batch_size)
 
 
 def _check_batch_size(batch_size: int) -> None:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .. import imports
 from ..errors import DataError
-from .arrays import ArrayDataset, Splits, _check_batch_size, shuffle_order
+from .arrays import ArrayDataset, Splits, _check_batch_size, count_batches, shuffle_order
 
 IN_MEMORY = ("auto", "yes", "no")
 
@@ -64,8 +64,7 @@ class StreamDataset:
         return self
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        _check_batch_size(batch_size)
-        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+        return count_batches(len(self), batch_size, drop_last)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
