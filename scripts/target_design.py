@@ -46,8 +46,48 @@ DESIGNS = {
     "psi-constant-slow": ("as psi-constant with half the gain",
                           ['penalty.target_knob="psi"', 'penalty.target_schedule="constant"', 'penalty.target_error="log"',
                            "penalty.target_gain=1.5", "penalty.target_gain_p=0.0"]),
+    "psi-constant-avg": ("as psi-constant-slow, measuring a running average of the weights (decay 0.99) instead of "
+                         "the weights themselves", ['penalty.target_knob="psi"', 'penalty.target_schedule="constant"',
+                                                    'penalty.target_error="log"', "penalty.target_gain=1.5",
+                                                    "penalty.target_gain_p=0.0", "penalty.target_average=0.99"]),
+    "pull-cubic-avg": ("strength on the weights' pull, GMP's cubic schedule reaching the target at 70%, relative error, "
+                       "moderate PI gains, measuring a running average of the weights (decay 0.99)",
+                       ['penalty.target_knob="pull"', 'penalty.target_schedule="cubic"', 'penalty.target_error="log"',
+                        "penalty.target_gain=20.0", "penalty.target_gain_p=2.0", "penalty.target_average=0.99"]),
+    "psi-cubic-avg": ("as pull-cubic-avg with the strength on psi",
+                      ['penalty.target_knob="psi"', 'penalty.target_schedule="cubic"', 'penalty.target_error="log"',
+                       "penalty.target_gain=20.0", "penalty.target_gain_p=2.0", "penalty.target_average=0.99"]),
+    "psi-cubic-jitter": ("as psi-cubic-avg, counting a weight as zero while its average is within its own jitter of 0",
+                         ['penalty.target_knob="psi"', 'penalty.target_schedule="cubic"', 'penalty.target_error="log"',
+                          "penalty.target_gain=20.0", "penalty.target_gain_p=2.0", "penalty.target_average=0.99",
+                          'penalty.target_zero="jitter"']),
+    "psi-constant-low": ("strength on psi from a tenth of the starting xi / psi, dual ascent on the target from step 1 "
+                         "(gain 6), jitter-aware zeros of the running average (decay 0.99)",
+                         ['penalty.target_knob="psi"', 'penalty.target_schedule="constant"', 'penalty.target_error="log"',
+                          "penalty.target_gain=6.0", "penalty.target_gain_p=0.0", "penalty.target_average=0.99",
+                          'penalty.target_zero="jitter"', "penalty.target_start=0.1"]),
+    "psi-exp": ("strength on psi, a schedule whose density falls geometrically from 1 to the target's at 90% of "
+                "training (log-linear), slow integral gain 6, jitter-aware zeros of the running average (decay 0.99)",
+                ['penalty.target_knob="psi"', 'penalty.target_schedule="exp"', "penalty.target_ramp=0.9",
+                 'penalty.target_error="log"', "penalty.target_gain=6.0", "penalty.target_gain_p=0.0",
+                 "penalty.target_average=0.99", 'penalty.target_zero="jitter"']),
+    "psi-exp-70": ("as psi-exp, reaching the target at 70% of training", [
+        'penalty.target_knob="psi"', 'penalty.target_schedule="exp"', "penalty.target_ramp=0.7",
+        'penalty.target_error="log"', "penalty.target_gain=6.0", "penalty.target_gain_p=0.0",
+        "penalty.target_average=0.99", 'penalty.target_zero="jitter"']),
+    "prune-exp": ("HALO at the config's xi / psi plus a pull, steered from a tenth of HALO's, on only the target share of "
+                  "smallest weights (those the final prune removes); the exp schedule reaching the target at 70%, "
+                  "integral gain 15, jitter-aware zeros of the running average (decay 0.99)", [
+                      'penalty.target_knob="prune"', 'penalty.target_schedule="exp"', "penalty.target_ramp=0.7",
+                      'penalty.target_error="log"', "penalty.target_gain=15.0", "penalty.target_gain_p=0.0",
+                      "penalty.target_average=0.99", 'penalty.target_zero="jitter"', "penalty.target_start=0.1"]),
+    "prune-exp-weak": ("as prune-exp from xi = psi = 5e-5 (half the config's)", [
+        'penalty.target_knob="prune"', 'penalty.target_schedule="exp"', "penalty.target_ramp=0.7",
+        'penalty.target_error="log"', "penalty.target_gain=15.0", "penalty.target_gain_p=0.0",
+        "penalty.target_average=0.99", 'penalty.target_zero="jitter"', "penalty.target_start=0.1",
+        "penalty.xi=5e-05", "penalty.psi=5e-05"]),
 }
-COMMON = ["penalty.target_average=0.0", "penalty.target_factor=10.0"]  # the weights themselves; strength in [0.1, 10]
+COMMON = ["penalty.target_average=0.0", "penalty.target_factor=10.0", 'penalty.target_zero="eps"', "penalty.target_start=1.0"]  # the weights themselves; strength in [0.1, 10]
 
 
 def configs(threads: int) -> list[tuple[str, float, config.Config]]:
@@ -59,6 +99,15 @@ def configs(threads: int) -> list[tuple[str, float, config.Config]]:
                 f'name="target_{design}_{level:g}"', f"run.threads={threads}", "run.progress=false"])
             out.append((design, level, cfg))
     return out
+
+
+def finished(cfg: config.Config) -> Path | None:
+    """The finished run directory of ``cfg``'s name (its own, or one trained before a knob with the
+    default it ran with was added to COMMON, which changed the config hash but not the training)."""
+    own = cfg.run_dir(OUT / "design")
+    if summary_path(own).exists():
+        return own
+    return next((d for d in sorted((OUT / "design").glob(f"{cfg.name}-*")) if summary_path(d).exists()), None)
 
 
 def fixed_rows() -> list[list[str]]:
@@ -78,14 +127,15 @@ def fixed_rows() -> list[list[str]]:
 def report(runs: list[tuple[str, float, config.Config]]) -> None:
     rows, table = [], []
     for design, level, cfg in runs:
-        path = summary_path(cfg.run_dir(OUT / "design"))
-        if not path.exists():
+        run_dir = finished(cfg)
+        if run_dir is None:
             continue
+        path = summary_path(run_dir)
         s = read_json(path, "summary")
         fin, key = s["final"], f"{level:g}"
         row = {"design": design, "level": level, "natural_sparsity": fin["natural_sparsity"],
                "val_acc": fin.get(f"val_acc_pruned_{key}"), "test_acc": fin.get(f"test_acc_pruned_{key}"),
-               "strength": fin.get("target_strength"), "run_dir": cfg.run_dir(OUT / "design").name}
+               "strength": fin.get("target_strength"), "run_dir": run_dir.name}
         rows.append(row)
         table.append([design, f"{100 * level:g}%", f"{100 * row['natural_sparsity']:.2f}%", f"{row['val_acc']:.2f}",
                       f"{row['test_acc']:.2f}", f"{row['strength']:.3g}"])
@@ -111,7 +161,8 @@ def main() -> int:
     runs = configs(args.threads)
     if not args.report:
         for design, level, cfg in runs:
-            train(cfg, cfg.run_dir(OUT / "design"), echo=lambda s: print(s, flush=True))
+            if finished(cfg) is None:
+                train(cfg, cfg.run_dir(OUT / "design"), echo=lambda s: print(s, flush=True))
             report(runs)
     report(runs)
     return 0

@@ -124,3 +124,20 @@ def test_a_study_of_its_own_choice_only(tmp_path, kit):
     assert [i.label for i in c.study_runs(st)] == ["lenet300 halo-long: waits for its long sweep"]
     finish_sweep(c, kit, {5e-5: {0.95: 94.0}, 2e-4: {0.95: 95.0}}, st)
     assert [i.config.name for i in c.study_runs(st)] == ["t_lenet300_halo_xi0.0002_long"] * 2
+
+
+def test_target_runs_need_no_sweep_and_follow_the_focus_runs(tmp_path, kit):
+    c = kit.toy_campaign(tmp_path, target_levels=(0.9, 0.95))
+    plan = c.plan()
+    labels = [i.label for i in plan]
+    want = [f"lenet300 halo-target {lv} seed {s}" for s in (0, 1) for lv in ("0.9", "0.95")]
+    start = labels.index("lenet300 halo-repro: waits for its sweep") + 1
+    assert labels[start:start + 4] == want  # right after the focus method's runs, before the next method
+    items = plan[start:start + 4]
+    assert all(state(i) == "todo" for i in items)  # no grid: nothing to wait for
+    assert [(i.config.penalty.settings["target_sparsity"], i.config.prune.levels, i.config.train.seed) for i in items] == [
+        (0.9, [0.9], 0), (0.95, [0.95], 0), (0.9, [0.9], 1), (0.95, [0.95], 1)]
+    assert {i.config.name for i in items} == {c.target_name("lenet300")} == {"t_lenet300_halo_target"}
+    assert len({i.run_dir for i in items}) == 4 and {i.root for i in items} == {c.out / "runs"}
+    assert items[1].setting == {"model": "lenet300", "method": "halo", "target": 0.95, "seed": 0}
+    assert kit.toy_campaign(tmp_path).target_runs("lenet300") == []

@@ -27,7 +27,7 @@ def test_options_are_the_constructor_keywords_with_their_defaults(name):
 
 # one setting each penalty does not take, and what it does take
 TARGET = ("target_sparsity, total_steps, target_ramp, target_schedule, target_gain, target_gain_p, target_factor, "
-          "target_average, target_error, target_knob")
+          "target_average, target_error, target_knob, target_zero, target_start")
 UNKNOWN = {
     "halo": ("a", "xi, psi, lambda_init, hyper, budget, eps, scale_weight_decay, " + TARGET),
     "l1": ("psi", "xi, lambda_init, scale_weight_decay"),

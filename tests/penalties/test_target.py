@@ -25,6 +25,8 @@ def test_schedules_and_margin():
     steps = torch.tensor([0, 250, 500, 1000])
     want = [0.0, end * (1 - 0.5**3), end, end]
     assert c.scheduled_at(steps).tolist() == pytest.approx(want)
+    geometric = SparsityController(0.9, 1000, ramp=0.5, schedule="exp")
+    assert geometric.scheduled_at(steps).tolist() == pytest.approx([0.0, 1 - (1 - end) ** 0.5, end, end], rel=1e-6)
     flat = SparsityController(0.9, 1000, schedule="constant")
     assert flat.scheduled_at(steps).tolist() == pytest.approx([end] * 4)
 
@@ -48,7 +50,8 @@ def test_bad_settings(kwargs, message):
 def test_one_update_by_hand():
     w0 = torch.tensor([0.0, 0.5, -0.0004, 2.0])
     w1 = torch.tensor([0.0, 0.4, 0.03, 2.0])
-    c = SparsityController(0.9, 100, ramp=0.5, gain=10.0, gain_p=2.0, average=AVERAGE, schedule="cubic")
+    c = SparsityController(0.9, 100, ramp=0.5, gain=10.0, gain_p=2.0, average=AVERAGE, schedule="cubic", zero="eps",
+                           start=1.0)
     c.track([w0])
     c.update([w1])
     avg = AVERAGE * w0 + (1 - AVERAGE) * w1
@@ -65,7 +68,7 @@ def test_one_update_by_hand():
 
 
 def test_error_is_clipped_and_relative():
-    c = SparsityController(0.99, 100)
+    c = SparsityController(0.99, 100, start=1.0)
     c.measured.fill_(0.98)
     c.scheduled.fill_(0.99)
     assert c.error().item() == pytest.approx(math.log(2.0), rel=1e-4)  # twice too dense
@@ -78,7 +81,7 @@ def test_error_is_clipped_and_relative():
 
 
 def test_backs_off_while_the_weights_are_much_denser_than_at_their_best():
-    c = SparsityController(0.9, 100, gain=10.0, schedule="constant")
+    c = SparsityController(0.9, 100, gain=10.0, schedule="constant", average=0.0, start=1.0)
     c.track([torch.zeros(10)])
     c.update([torch.zeros(10)])  # everything at zero: measured 1.0 (the best), error clipped to -1
     assert c.best.item() == 1.0 and c.integral.item() == pytest.approx(-10.0 / 100)
@@ -252,5 +255,62 @@ def test_psi_knob_scales_the_hyper_penalty_and_leaves_the_weights_pull():
         assert torch.allclose(g, gb, rtol=1e-5, atol=1e-7)  # the weights' pull is what the scales make it
     for g, gb, lam in zip(grads[n:], g_base[n:], lams):
         assert torch.allclose(g, gb + (m - 1) * 0.02 * torch.sign(lam.detach()), rtol=1e-4, atol=1e-6)
-    with pytest.raises(ConfigError, match="target_knob must be pull or psi"):
+    with pytest.raises(ConfigError, match="target_knob must be pull, psi or prune"):
         model_and_halo(target_sparsity=0.5, total_steps=10, target_knob="lr")
+
+
+def test_jitter_zero_counts_a_weight_at_zero_within_its_own_fluctuation():
+    w0 = torch.tensor([0.0, 0.5, 0.02, 2.0])
+    w1 = torch.tensor([0.0, 0.51, -0.016, 2.0])  # entry 2 jumps across zero by far more than 1e-3
+    for zero, want in (("eps", 0.25), ("jitter", 0.5)):
+        c = SparsityController(0.9, 100, average=0.5, zero=zero)
+        c.track([w0])
+        c.update([w1])
+        avg = 0.5 * w0 + 0.5 * w1  # [0, 0.505, 0.002, 2]: entry 2's average is 0.002 > 1e-3, |w - avg| = 0.018
+        held = avg.abs() <= ((w1 - avg).abs().clamp(min=1e-3) if zero == "jitter" else 1e-3)
+        assert float(held.double().mean()) == want and c.measured.item() == pytest.approx(want)
+    # entry 1 moves by 0.005 around an average of 0.505: never counted as zero
+    assert not bool(avg[1].abs() <= (w1[1] - avg[1]).abs())
+
+
+def test_start_sets_the_strength_before_the_first_update():
+    c = SparsityController(0.9, 100, start=0.25, factor=10.0)
+    assert c.strength().item() == pytest.approx(0.25)
+    for bad in (0.05, 20.0, float("nan")):
+        with pytest.raises(ConfigError, match="target_start must be in"):
+            SparsityController(0.9, 100, start=bad, factor=10.0)
+    with pytest.raises(ConfigError, match="target_zero must be one of"):
+        SparsityController(0.9, 100, zero="abs")
+
+
+def test_summary_of_a_target_run_reports_its_level_under_its_own_label(tiny_settings, tmp_path):
+    cfg = config_mod.load(None, [*tiny_settings, "penalty.target_sparsity=0.8", "prune.levels=[0.5]"])
+    summary = training.train(cfg, tmp_path / "r", echo=lambda s: None)
+    assert summary["label"] == "HALO (target)"
+    assert [p["sparsity_requested"] for p in summary["points"]] == [0.5, 0.8]  # no unpruned point
+    plain = training.train(config_mod.load(None, [*tiny_settings, "prune.levels=[0.5]"]), tmp_path / "p", echo=lambda s: None)
+    assert plain["label"] == "HALO" and [p["sparsity_requested"] for p in plain["points"]] == [0.0, 0.5]
+
+
+def test_prune_knob_pulls_only_the_weights_the_final_prune_removes():
+    model, base = model_and_halo()
+    _, target = model_and_halo(target_sparsity=0.75, total_steps=10, target_knob="prune", target_start=0.5)
+    target.load_state_dict(base.state_dict(), strict=False)
+    weights = list(target.penalized().values())
+    with torch.no_grad():
+        flat = torch.cat([w.abs().reshape(-1) for w in weights])
+        threshold = flat.sort().values[round(0.75 * flat.numel()) - 1]  # the 75% smallest magnitudes
+    v = target()
+    m = target.controller.strength().item()
+    lams = list(target.parameters())
+    want = base().item() + m * 0.01 * sum(
+        (torch.where(w.abs() <= threshold, w.abs(), 0.0) / (lam.square() + 1e-6)).sum().item() for w, lam in zip(weights, lams))
+    assert v.item() == pytest.approx(want, rel=1e-5)
+    grads = torch.autograd.grad(v, [*weights, *lams])
+    g_base = torch.autograd.grad(base(), [*base.penalized().values(), *base.parameters()])
+    n = len(weights)
+    for g, gb, w, lam in zip(grads[:n], g_base[:n], weights, lams):
+        extra = m * 0.01 * torch.sign(w.detach()) / (lam.detach().square() + 1e-6) * (w.detach().abs() <= threshold)
+        assert torch.allclose(g, gb + extra, rtol=1e-5, atol=1e-7)  # kept weights feel HALO's pull only
+    for g, gb in zip(grads[n:], g_base[n:]):
+        assert torch.allclose(g, gb, rtol=1e-5, atol=1e-7)  # the scales' problem is untouched

@@ -8,6 +8,8 @@ A :class:`Campaign` compares methods on some models at equal budget, seed by see
 - the ``focus`` method (HALO) also gets the setting that is best at each of ``per_level``
   (:func:`~.choice.best_per_level`), a second training of its seed 0 for models in ``repro``, and
   :class:`Study` runs outside the equal budget (another schedule with its own validation grid);
+- the focus method in target mode (``penalty.target_sparsity``), one run per level of
+  ``target_levels`` and seed, with no grid;
 - fixed-sparsity baselines, one run per level of ``fixed_levels`` and seed.
 
 Run directories: ``<out>/sweep/`` (validation), ``<out>/runs/`` (equal budget), ``<out>/repro/``,
@@ -72,6 +74,8 @@ class Campaign:
     focus: str = "halo"
     repro: list[str] = field(default_factory=list)
     studies: list[Study] = field(default_factory=list)
+    target_levels: tuple[float, ...] = ()  # HALO (target): one run per level and seed, no grid
+    target_sets: tuple[str, ...] = ()  # overrides of the target runs (their starting xi / psi)
     description: str = ""
     title: str = "HALO against pruning baselines"  # of <out>/report.md, after the campaign's name
     long_title: str = "HALO trained longer (outside the equal budget)"  # of <out>/long/report.md
@@ -156,6 +160,22 @@ class Campaign:
                      for method in self.fixed for level in self.fixed_levels]
         return runs
 
+    def target_name(self, model: str) -> str:
+        """Run name of the focus method in target mode: ``<prefix>_<model>_halo_target`` (all levels)."""
+        return f"{self.focus_name(model)}_target"
+
+    def target_runs(self, model: str) -> list[Item]:
+        """The focus method in target mode (``penalty.target_sparsity``): the committed config with
+        ``target_sets``, one run per level of ``target_levels`` and seed, no validation grid."""
+        if self.focus not in self.oneshot:
+            return []
+        return [Item(f"{model} {self.focus}-target {level:g} seed {seed}", self.out / "runs",
+                     self.load(model, self.focus, *self.target_sets, f"penalty.target_sparsity={level}",
+                               f"prune.levels=[{level}]",
+                               f'name="{self.target_name(model)}"', f"train.seed={seed}"),
+                     {"model": model, "method": self.focus, "target": level, "seed": seed}, self.name)
+                for seed in self.seeds for level in self.target_levels]
+
     def per_level_runs(self, model: str) -> list[Item]:
         """Seeds of every per-level choice of the focus method that differs from the overall one."""
         if self.focus not in self.oneshot or not self.own_sweep(model):
@@ -215,7 +235,7 @@ class Campaign:
                             for t in self.sweep(model, method)]
                 out += [i for i in main if i.setting["method"] == method]
                 if method == self.focus:
-                    out += self.per_level_runs(model) + self.repro_run(model)
+                    out += self.per_level_runs(model) + self.repro_run(model) + self.target_runs(model)
             fixed += [i for i in main if i.setting["method"] in self.fixed]
         for st in self.studies:
             out += [Item(f"sweep {st.model} {self.focus} {st.tag} {t.point}", t.root, t.config,

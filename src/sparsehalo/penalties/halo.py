@@ -75,16 +75,21 @@ class HierarchicalPenalty(Penalty):
                                                "(see sparsehalo.penalties.target)")
         total_steps: int | None = option(None, "target mode: the run's training steps (sparsehalo train fills it in)")
         target_ramp: float = option(0.7, "target mode: fraction of training at which the schedule reaches the target")
-        target_schedule: str = option("constant", "target mode: cubic (GMP's ramp) | constant (the target from step 1)")
-        target_gain: float = option(1.5, "target mode: integral gain of the controller on log(strength)")
+        target_schedule: str = option("exp", "target mode: cubic (GMP's ramp) | exp (the density falls "
+                                      "geometrically) | constant (the target from step 1)")
+        target_gain: float = option(15.0, "target mode: integral gain of the controller on log(strength)")
         target_gain_p: float = option(0.0, "target mode: proportional gain of the controller on log(strength)")
         target_factor: float = option(10.0, "target mode: the strength stays within [1/f, f] times xi / psi")
-        target_average: float = option(0.0, "target mode: decay of the weights' running average the controller "
+        target_average: float = option(0.99, "target mode: decay of the weights' running average the controller "
                                        "measures (0: the weights themselves)")
         target_error: str = option("log", "target mode: the controller's error: log (log of the density ratio, "
                                    "clipped to [-1, 1]) | absolute (scheduled - measured sparsity)")
-        target_knob: str = option("psi", "target mode: what the strength multiplies: pull (the weights' pull, "
-                                  "scales untouched) | psi (the hyper-penalty on the scales)")
+        target_knob: str = option("prune", "target mode: what the strength multiplies: pull (the weights' pull, "
+                                  "scales untouched) | psi (the hyper-penalty on the scales) | prune (the pull on the weights the final "
+                                  "prune removes)")
+        target_zero: str = option("jitter", "target mode: what the controller counts as zero: eps (|w_bar| <= 1e-3) | "
+                                  "jitter (|w_bar| <= max(1e-3, |w - w_bar|): at zero within its own jitter)")
+        target_start: float = option(0.1, "target mode: the strength at step 0, as a factor on xi / psi")
 
     def __init__(
         self,
@@ -100,13 +105,15 @@ class HierarchicalPenalty(Penalty):
         target_sparsity: float | None = None,
         total_steps: int | None = None,
         target_ramp: float = 0.7,
-        target_schedule: str = "constant",
-        target_gain: float = 1.5,
+        target_schedule: str = "exp",
+        target_gain: float = 15.0,
         target_gain_p: float = 0.0,
         target_factor: float = 10.0,
-        target_average: float = 0.0,
+        target_average: float = 0.99,
         target_error: str = "log",
-        target_knob: str = "psi",
+        target_knob: str = "prune",
+        target_zero: str = "jitter",
+        target_start: float = 0.1,
     ):
         super().__init__(params, xi=xi, scale_weight_decay=scale_weight_decay)
         who = type(self).__name__
@@ -122,14 +129,15 @@ class HierarchicalPenalty(Penalty):
         # ParameterDict sorts the keys of a plain dict: the order of the magnitudes is kept here.
         self._scale_keys: tuple[str, ...] = tuple(initial)
         self.scales = nn.ParameterDict({k: nn.Parameter(t) for k, t in initial.items()})
-        if target_knob not in ("pull", "psi"):
-            raise ConfigError(f"{who}: target_knob must be pull or psi, got {target_knob!r}")
+        if target_knob not in ("pull", "psi", "prune"):
+            raise ConfigError(f"{who}: target_knob must be pull, psi or prune, got {target_knob!r}")
         self.target_knob = target_knob
         self.controller: SparsityController | None = None
         if target_sparsity is not None:
             self.controller = SparsityController(target_sparsity, total_steps, ramp=target_ramp, gain=target_gain,
                                                  gain_p=target_gain_p, schedule=target_schedule, factor=target_factor,
-                                                 average=target_average, error=target_error)
+                                                 average=target_average, error=target_error, zero=target_zero,
+                                                 start=target_start)
             self.controller.track(self._targets)
 
     def forward(self) -> torch.Tensor:
@@ -140,8 +148,24 @@ class HierarchicalPenalty(Penalty):
             return value
         if torch.is_grad_enabled():
             self.controller.update(self._targets)
+        if self.target_knob == "prune":
+            return value + self.extra_prune(self.controller.strength())
         k = self.controller.strength() - 1.0
         return value + (self.extra_psi(k) if self.target_knob == "psi" else self.extra_pull(k))
+
+    def extra_prune(self, m: torch.Tensor) -> torch.Tensor:
+        """``m * xi * sum_{j in P} |w_j| / (lambda_j**2 + eps**2)`` with the scales held fixed (knob ``prune``):
+        ``P`` = the ``target`` share of smallest magnitudes, the entries the final magnitude prune removes, so
+        only they feel the extra pull (``m`` times HALO's own) and the kept weights are left alone."""
+        eps2 = self.eps**2
+        mags = self.magnitudes()
+        with torch.no_grad():
+            flat = torch.cat([x.detach().reshape(-1) for x in mags])
+            k = min(max(1, round(self.controller.target * flat.numel())), flat.numel())
+            threshold = flat.kthvalue(k).values
+        total = sum((torch.where(x <= threshold, x, 0.0) / (lam.detach().square() + eps2)).sum()
+                    for x, lam in zip(mags, self.scale_tensors()))
+        return (m * self.xi).to(total.dtype) * total
 
     def extra_pull(self, k: torch.Tensor) -> torch.Tensor:
         """``k * xi * sum m / (lambda**2 + eps**2)`` with the scales held fixed (knob ``pull``): the weights

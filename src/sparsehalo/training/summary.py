@@ -55,17 +55,25 @@ def make_summary(state: RunState, history: list[dict], run_dir: Path) -> dict:
 
     One-shot methods get a point for the trained network (sparsity 0) and one per ``prune.levels``
     (magnitude pruning, no fine-tuning); fixed-sparsity methods get one point, the network as trained.
+    A one-shot run in target mode (``penalty.target_sparsity``) reports like a fixed-sparsity run: no
+    point for the unpruned network (its accuracy is the final ``test_accuracy``), one per level of
+    ``prune.levels`` and its target, so runs of one name at several targets are seeds of one method.
+    Its label gets `` (target)``.
     """
     cfg = state.config
     final = history[-1] if history else {}
+    target = cfg.penalty.options().get("target_sparsity")
+    label = state.method.label(cfg.penalty.name) + (" (target)" if target is not None else "")
     if state.method.fixed_sparsity:
         points = [point(state, cfg.method.sparsity)]
+    elif target is not None:
+        points = pruned_points(state, sorted({*cfg.prune.levels, float(target)}))
     else:
         points = pruned_points(state, [0.0, *cfg.prune.levels])
     return {
         "run_dir": str(run_dir),
         "name": cfg.name,
-        "label": state.method.label(cfg.penalty.name),
+        "label": label,
         "method": cfg.method.name,
         "penalty": cfg.penalty.name,
         "dataset": cfg.data.name,
