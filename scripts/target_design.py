@@ -86,6 +86,12 @@ DESIGNS = {
         'penalty.target_error="log"', "penalty.target_gain=15.0", "penalty.target_gain_p=0.0",
         "penalty.target_average=0.99", 'penalty.target_zero="jitter"', "penalty.target_start=0.1",
         "penalty.xi=5e-05", "penalty.psi=5e-05"]),
+    "both-exp": ("one strength on two knobs: below 1 it weakens the hyper-penalty (psi knob), above 1 it adds pull on "
+                 "the prune set (prune knob); from the config's xi / psi, the exp schedule at 70%, gain 15, "
+                 "jitter-aware zeros of the running average (decay 0.99)", [
+                     'penalty.target_knob="both"', 'penalty.target_schedule="exp"', "penalty.target_ramp=0.7",
+                     'penalty.target_error="log"', "penalty.target_gain=15.0", "penalty.target_gain_p=0.0",
+                     "penalty.target_average=0.99", 'penalty.target_zero="jitter"', "penalty.target_start=1.0"]),
 }
 COMMON = ["penalty.target_average=0.0", "penalty.target_factor=10.0", 'penalty.target_zero="eps"', "penalty.target_start=1.0"]  # the weights themselves; strength in [0.1, 10]
 

@@ -255,7 +255,7 @@ def test_psi_knob_scales_the_hyper_penalty_and_leaves_the_weights_pull():
         assert torch.allclose(g, gb, rtol=1e-5, atol=1e-7)  # the weights' pull is what the scales make it
     for g, gb, lam in zip(grads[n:], g_base[n:], lams):
         assert torch.allclose(g, gb + (m - 1) * 0.02 * torch.sign(lam.detach()), rtol=1e-4, atol=1e-6)
-    with pytest.raises(ConfigError, match="target_knob must be pull, psi or prune"):
+    with pytest.raises(ConfigError, match="target_knob must be pull, psi, prune or both"):
         model_and_halo(target_sparsity=0.5, total_steps=10, target_knob="lr")
 
 

@@ -84,12 +84,12 @@ class HierarchicalPenalty(Penalty):
                                        "measures (0: the weights themselves)")
         target_error: str = option("log", "target mode: the controller's error: log (log of the density ratio, "
                                    "clipped to [-1, 1]) | absolute (scheduled - measured sparsity)")
-        target_knob: str = option("prune", "target mode: what the strength multiplies: pull (the weights' pull, "
+        target_knob: str = option("both", "target mode: what the strength multiplies: pull (the weights' pull, "
                                   "scales untouched) | psi (the hyper-penalty on the scales) | prune (the pull on the weights the final "
-                                  "prune removes)")
+                                  "prune removes) | both (psi below 1, prune above)")
         target_zero: str = option("jitter", "target mode: what the controller counts as zero: eps (|w_bar| <= 1e-3) | "
                                   "jitter (|w_bar| <= max(1e-3, |w - w_bar|): at zero within its own jitter)")
-        target_start: float = option(0.1, "target mode: the strength at step 0, as a factor on xi / psi")
+        target_start: float = option(1.0, "target mode: the strength at step 0, as a factor on xi / psi")
 
     def __init__(
         self,
@@ -111,9 +111,9 @@ class HierarchicalPenalty(Penalty):
         target_factor: float = 10.0,
         target_average: float = 0.99,
         target_error: str = "log",
-        target_knob: str = "prune",
+        target_knob: str = "both",
         target_zero: str = "jitter",
-        target_start: float = 0.1,
+        target_start: float = 1.0,
     ):
         super().__init__(params, xi=xi, scale_weight_decay=scale_weight_decay)
         who = type(self).__name__
@@ -129,8 +129,8 @@ class HierarchicalPenalty(Penalty):
         # ParameterDict sorts the keys of a plain dict: the order of the magnitudes is kept here.
         self._scale_keys: tuple[str, ...] = tuple(initial)
         self.scales = nn.ParameterDict({k: nn.Parameter(t) for k, t in initial.items()})
-        if target_knob not in ("pull", "psi", "prune"):
-            raise ConfigError(f"{who}: target_knob must be pull, psi or prune, got {target_knob!r}")
+        if target_knob not in ("pull", "psi", "prune", "both"):
+            raise ConfigError(f"{who}: target_knob must be pull, psi, prune or both, got {target_knob!r}")
         self.target_knob = target_knob
         self.controller: SparsityController | None = None
         if target_sparsity is not None:
@@ -150,6 +150,9 @@ class HierarchicalPenalty(Penalty):
             self.controller.update(self._targets)
         if self.target_knob == "prune":
             return value + self.extra_prune(self.controller.strength())
+        if self.target_knob == "both":  # weaker than set: a lighter hyper-penalty; stronger: pull on the prune set
+            m = self.controller.strength()
+            return value + self.extra_psi(m.clamp(max=1.0) - 1.0) + self.extra_prune(m.clamp(min=1.0) - 1.0)
         k = self.controller.strength() - 1.0
         return value + (self.extra_psi(k) if self.target_knob == "psi" else self.extra_pull(k))
 
