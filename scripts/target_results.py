@@ -32,7 +32,7 @@ from sparsehalo import paths  # noqa: E402
 from sparsehalo.experiments import work  # noqa: E402
 from sparsehalo.experiments.campaign import add_arguments, configure  # noqa: E402
 from sparsehalo.io import atomic_write_text, read_json, write_csv  # noqa: E402
-from sparsehalo.results import MISSING, markdown_table, values_cell  # noqa: E402
+from sparsehalo.results import MISSING, accuracy_by_seed, markdown_table, values_cell  # noqa: E402
 from sparsehalo.results.plots import plot_accuracy  # noqa: E402
 
 OUT = ROOT / "results" / "target"
@@ -96,7 +96,8 @@ def section(c, model: str, csv_rows: list[dict]) -> list[str]:
         natural = [100 * s["final"]["natural_sparsity"] for s in mine]
         tuned_name = c.focus_name_at(model, lv)
         tuned = c.accuracies("runs", tuned_name, lv)
-        gmp = c.accuracies("runs", f"{c.prefix}_{model}_gmp", lv)
+        # GMP reaches its level during training (its points say fine_tuned: the last epochs train the masked network)
+        gmp = list(accuracy_by_seed(c.out / "runs", f"{c.prefix}_{model}_gmp", lv, fine_tuned=True).values())
         nn = {r: nncf_results(c, model, r, level) for r in RECIPES}
         verdicts = []
         if len(accs) == len(c.seeds) and len(tuned) == len(c.seeds):
@@ -119,14 +120,14 @@ def section(c, model: str, csv_rows: list[dict]) -> list[str]:
                                  "seeds": len(values), "acc_mean": mean(values),
                                  "acc_std": statistics.stdev(values) if len(values) > 1 else 0.0,
                                  "natural_sparsity_mean": mean(natural) / 100 if method == "HALO (target)" and natural else None})
-                plot.append({"name": method, "method": method, "procedure": method.split()[0].lower(),
+                plot.append({"name": method, "method": method, "procedure": {"HALO": "oneshot", "GMP": "gmp"}.get(method.split()[0], "nncf"),
                              "penalty": "halo" if method.startswith("HALO") else None, "fine_tuned": None,
                              "sparsity": level, "acc_mean": mean(values),
                              "acc_std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values)})
     head = ["sparsity", "HALO (target)", "natural sparsity", "runs", "HALO, grid per level", "runs",
             "GMP", "runs", "NNCF RB, our optimizer / mask sparsity", "NNCF RB, its recipe / mask sparsity", "targets"]
     figure = f"accuracy_{DATASET[c.name]}_{model}.png"
-    if plot:
+    if plot and targeted:
         cols = list(dict.fromkeys(((r["name"], None), r["method"]) for r in plot))
         plot_accuracy(plot, cols, OUT / figure, f"{c.name} {model}: HALO in target mode against the tuned and the baselines",
                       "test accuracy, mean ± std over the seeds run (table); no fine-tuning after the final prune")
@@ -136,7 +137,7 @@ def section(c, model: str, csv_rows: list[dict]) -> list[str]:
             f"Runs: the training runs each method needed for its cell (HALO's grid: {grid} validation runs of "
             f"`{c.sweep_of[model]}`, shared by every level, + the seeds of the setting chosen for the level). "
             "NNCF: mean of its seeds; mask sparsity = share of the weights its masks set to zero at the end.", "",
-            *([f"![accuracy against sparsity]({figure})", ""] if plot else [])]
+            *([f"![accuracy against sparsity]({figure})", ""] if plot and targeted else [])]
 
 
 def write_page(campaigns: dict) -> None:
