@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from sparsehalo import paths  # noqa: E402
 from sparsehalo.experiments import work  # noqa: E402
 from sparsehalo.experiments.campaign import add_arguments, configure  # noqa: E402
 from sparsehalo.io import atomic_write_text, read_json, write_csv  # noqa: E402
-from sparsehalo.results import MISSING, accuracy_by_seed, markdown_table, values_cell  # noqa: E402
+from sparsehalo.results import MISSING, accuracy_by_seed, markdown_table, mean_std, values_cell  # noqa: E402
 from sparsehalo.results.plots import plot_accuracy  # noqa: E402
 
 OUT = ROOT / "results" / "target"
@@ -73,8 +72,9 @@ def at(summary: dict, level: float) -> float | None:
 
 
 def mean(values) -> float | None:
+    """The mean of the values that are there (None when there are none)."""
     values = [v for v in values if v is not None]
-    return statistics.mean(values) if values else None
+    return mean_std(values)[0] if values else None
 
 
 def grid_runs(c, model: str) -> int:
@@ -117,13 +117,12 @@ def section(c, model: str, csv_rows: list[dict]) -> list[str]:
                                *((f"NNCF RB ({rc} recipe)", [r["test_acc_pruned"] for r in nn[rc]]) for rc in RECIPES)):
             if values:
                 csv_rows.append({"dataset": DATASET[c.name], "model": model, "method": method, "sparsity": level,
-                                 "seeds": len(values), "acc_mean": mean(values),
-                                 "acc_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                                 "seeds": len(values), **dict(zip(("acc_mean", "acc_std"), mean_std(values))),
                                  "natural_sparsity_mean": mean(natural) / 100 if method == "HALO (target)" and natural else None})
                 plot.append({"name": method, "method": method, "procedure": {"HALO": "oneshot", "GMP": "gmp"}.get(method.split()[0], "nncf"),
                              "penalty": "halo" if method.startswith("HALO") else None, "fine_tuned": None,
-                             "sparsity": level, "acc_mean": mean(values),
-                             "acc_std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values)})
+                             "sparsity": level, **dict(zip(("acc_mean", "acc_std"), mean_std(values))),
+                             "seeds": len(values)})
     head = ["sparsity", "HALO (target)", "natural sparsity", "runs", "HALO, grid per level", "runs",
             "GMP", "runs", "NNCF RB, our optimizer / mask sparsity", "NNCF RB, its recipe / mask sparsity", "targets"]
     figure = f"accuracy_{DATASET[c.name]}_{model}.png"

@@ -75,7 +75,6 @@ class Campaign:
     repro: list[str] = field(default_factory=list)
     studies: list[Study] = field(default_factory=list)
     target_levels: tuple[float, ...] = ()  # HALO (target): one run per level and seed, no grid
-    target_sets: tuple[str, ...] = ()  # overrides of the target runs (their starting xi / psi)
     description: str = ""
     title: str = "HALO against pruning baselines"  # of <out>/report.md, after the campaign's name
     long_title: str = "HALO trained longer (outside the equal budget)"  # of <out>/long/report.md
@@ -165,12 +164,12 @@ class Campaign:
         return f"{self.focus_name(model)}_target"
 
     def target_runs(self, model: str) -> list[Item]:
-        """The focus method in target mode (``penalty.target_sparsity``): the committed config with
-        ``target_sets``, one run per level of ``target_levels`` and seed, no validation grid."""
+        """The focus method in target mode (``penalty.target_sparsity``): the committed config's xi / psi as
+        the starting strength, one run per level of ``target_levels`` and seed, no validation grid."""
         if self.focus not in self.oneshot:
             return []
         return [Item(f"{model} {self.focus}-target {level:g} seed {seed}", self.out / "runs",
-                     self.load(model, self.focus, *self.target_sets, f"penalty.target_sparsity={level}",
+                     self.load(model, self.focus, f"penalty.target_sparsity={level}",
                                f"prune.levels=[{level}]",
                                f'name="{self.target_name(model)}"', f"train.seed={seed}"),
                      {"model": model, "method": self.focus, "target": level, "seed": seed}, self.name)

@@ -160,21 +160,23 @@ class HierarchicalPenalty(Penalty):
         """``m * xi * sum_{j in P} |w_j| / (lambda_j**2 + eps**2)`` with the scales held fixed (knob ``prune``):
         ``P`` = the ``target`` share of smallest magnitudes, the entries the final magnitude prune removes, so
         only they feel the extra pull (``m`` times HALO's own) and the kept weights are left alone."""
-        eps2 = self.eps**2
         mags = self.magnitudes()
         with torch.no_grad():
             flat = torch.cat([x.detach().reshape(-1) for x in mags])
             k = min(max(1, round(self.controller.target * flat.numel())), flat.numel())
             threshold = flat.kthvalue(k).values
-        total = sum((torch.where(x <= threshold, x, 0.0) / (lam.detach().square() + eps2)).sum()
-                    for x, lam in zip(mags, self.scale_tensors()))
+        total = self._pull_sum([torch.where(x <= threshold, x, 0.0) for x in mags])
         return (m * self.xi).to(total.dtype) * total
+
+    def _pull_sum(self, mags: list[torch.Tensor]) -> torch.Tensor:
+        """``sum_j m_j / (lambda_j**2 + eps**2)`` with the scales detached (the extra pulls of target mode)."""
+        eps2 = self.eps**2
+        return sum((m / (lam.detach().square() + eps2)).sum() for m, lam in zip(mags, self.scale_tensors()))
 
     def extra_pull(self, k: torch.Tensor) -> torch.Tensor:
         """``k * xi * sum m / (lambda**2 + eps**2)`` with the scales held fixed (knob ``pull``): the weights
         feel ``(1 + k)`` times the pull and the scales' own problem is left as it is."""
-        eps2 = self.eps**2
-        total = sum((m / (lam.detach().square() + eps2)).sum() for m, lam in zip(self.magnitudes(), self.scale_tensors()))
+        total = self._pull_sum(self.magnitudes())
         return (k * self.xi).to(total.dtype) * total
 
     def extra_psi(self, k: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ evaluation calls count nothing) from what it measures, and the penalty adds what
 * **error** ``e``: ``log(1 - s) - log(1 - s*)`` clipped to [-1, 1] (``"log"``, default: how many
   times too dense, which still moves at 99%), or ``s* - s`` (``"absolute"``);
 * **PI law** per step of ``N = total_steps``: ``I += gain * e / N`` from ``I = log start`` (default gain
-  15, no proportional term), ``u = I + gain_p * e``, with ``u`` and ``I`` within ``[-log factor, log factor]`` (default factor 10, so ``m`` in [0.1, 10]); while the
+  15, no proportional term), ``u = I + gain_p * e``, with ``u`` and ``I`` within
+  ``[-log factor, log factor]`` (default factor 10, so ``m`` in [0.1, 10]); while the
   weights are more than 1.5 times denser than at the best ``s`` (forgotten over 5% of training), a
   positive error is integrated as negative.
 
@@ -40,7 +41,9 @@ the weights that the final prune removes steers the end point late without touch
 it can add sparsity but never remove it, so ``"both"`` lightens the hyper-penalty when the weights are
 ahead of the schedule (early in training, where that still changes the end point).  On the validation
 split ``both`` and ``prune`` from half the configs' xi / psi tied (mean 97.12 / 97.15% over the two
-levels, both at 98.50% natural sparsity for 98.5%); ``both`` was kept because it needs no weaker start.  Everything is a tensor
+levels, both at 98.50% natural sparsity for 98.5%); ``both`` was kept because it needs no weaker start.
+
+Everything is a tensor
 operation (no host synchronization; ``torch.compile(fullgraph=True)`` traces it), and the state is in
 the penalty's ``state_dict`` (float32 buffers: torch 2.13's compile does not write float64 buffers
 back), so a resumed run continues exactly.  Cost per step: two or three passes over the penalized
@@ -115,7 +118,8 @@ class SparsityController(nn.Module):
         if zero not in ZEROS:
             raise ConfigError(f"target_zero must be one of {', '.join(ZEROS)}, got {zero!r}")
         if not (math.isfinite(start) and 1.0 / factor <= start <= factor):
-            raise ConfigError(f"target_start must be in [1/target_factor, target_factor] = [{1 / factor:g}, {factor:g}], got {start}")
+            raise ConfigError(f"target_start must be in [1/target_factor, target_factor] = "
+                              f"[{1 / factor:g}, {factor:g}], got {start}")
         if schedule not in SCHEDULES:
             raise ConfigError(f"target_schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.target, self.total_steps, self.ramp = float(target), total_steps, float(ramp)
