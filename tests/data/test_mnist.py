@@ -124,3 +124,15 @@ def test_label_and_count_validation(tmp_path, tiny_tensors, tiny_spec, write_tin
     write_tiny(tmp_path / "b", tensors, compress=False)
     with pytest.raises(DataError, match=r"expected \[0, 9\]"):
         load_idx_dataset(tiny_spec(tensors), tmp_path / "b")
+
+
+def test_other_datasets_file_is_named_not_called_corrupt(tmp_path, one_line):
+    # MNIST's files where Fashion-MNIST is asked for (a data_dir pointing at the wrong folder): the message
+    # names whose file it is and where to point, and never advises deleting a good file.
+    before = sorted(p.name for p in VENDORED_DIR.iterdir())
+    with pytest.raises(DataError) as exc:
+        load_dataset("fashion-mnist", data_dir=VENDORED_DIR)
+    msg = one_line(exc)
+    assert "is mnist's train-images-idx3-ubyte, not fashion-mnist's" in msg
+    assert "delete" not in msg and "corrupt" not in msg
+    assert sorted(p.name for p in VENDORED_DIR.iterdir()) == before

@@ -21,7 +21,19 @@ from . import paths
 from .arrays import ArrayDataset, Splits
 from .checksums import corrupt_message
 from .idx import parse_idx, read_idx_bytes
-from .specs import IdxDatasetSpec
+from .specs import FASHION_MNIST, MNIST, IdxDatasetSpec
+
+#: the IDX datasets whose pins are known: a file that fails one pin but matches another's is named as that file.
+KNOWN = (MNIST, FASHION_MNIST)
+
+
+def mismatch_message(path: str, actual: str, expected: str, dataset: str) -> str:
+    """One line for a failed pin: another dataset's file by name (never "delete it"), else corrupt."""
+    other = next(((spec.name, stem) for spec in KNOWN for stem, digest in spec.sha256.items() if digest == actual), None)
+    if other is not None and other[0] != dataset:
+        return (f"{path} is {other[0]}'s {other[1]}, not {dataset}'s: point the data directory at the folder "
+                f"holding {dataset} (or at its parent, with a '{dataset}' sub-folder)")
+    return corrupt_message(path, actual, expected, dataset)
 
 
 def expected_files(spec: IdxDatasetSpec) -> str:
@@ -48,7 +60,7 @@ def _read_checked(path: str, mtime_ns: int, size: int, expected: str, dataset: s
     buf = read_idx_bytes(path)
     actual = hashlib.sha256(buf).hexdigest()
     if actual != expected:
-        raise DataError(corrupt_message(path, actual, expected, dataset))
+        raise DataError(mismatch_message(path, actual, expected, dataset))
     return parse_idx(buf, path)
 
 
