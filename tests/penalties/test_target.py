@@ -13,7 +13,8 @@ import sparsehalo
 from sparsehalo import config as config_mod
 from sparsehalo import training
 from sparsehalo.errors import ConfigError
-from sparsehalo.penalties.target import SparsityController, margin
+from sparsehalo.penalties.base import Penalty
+from sparsehalo.penalties.target import KthSmallest, SparsityController, margin
 
 AVERAGE = 0.95
 
@@ -314,3 +315,32 @@ def test_prune_knob_pulls_only_the_weights_the_final_prune_removes():
         assert torch.allclose(g, gb + extra, rtol=1e-5, atol=1e-7)  # kept weights feel HALO's pull only
     for g, gb in zip(grads[n:], g_base[n:]):
         assert torch.allclose(g, gb, rtol=1e-5, atol=1e-7)  # the scales' problem is untouched
+
+
+def test_kth_smallest_equals_kthvalue_while_the_values_drift_and_jump():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(5000, generator=gen)
+    x[:300] = 0.0  # ties at zero and a few duplicates
+    x[300:400] = x[400]
+    for k in (1, 17, 2500, 4000, 4990, 5000):
+        kth = KthSmallest()
+        for step in range(40):
+            # slow drift (the band hits) with a jump every 10 steps (the band misses and the full selection runs)
+            x = x * (1.0 + 0.01 * torch.randn(x.shape, generator=gen)) * (3.0 if step % 10 == 9 else 1.0)
+            assert torch.equal(kth(x, k), x.kthvalue(k).values), (k, step)
+    assert kth.hint is not None
+
+
+@pytest.mark.parametrize("start", [0.3, 3.0])
+def test_both_knob_skips_only_the_term_that_is_exactly_zero(start):
+    # below strength 1 the prune pull is 0 * ..., above it the extra psi term is: the eager CPU path skips
+    # the zero one, which changes neither the value nor any gradient, bit for bit.
+    _, pen = model_and_halo(target_sparsity=0.75, total_steps=1000, target_start=start)
+    tensors = [*pen.penalized().values(), *pen.parameters()]
+    v_fast = pen()  # a training call: updates the controller, then adds one term
+    m = pen.controller.strength()
+    assert (m.item() > 1.0) == (start > 1.0)
+    v_full = Penalty.forward(pen) + pen.extra_psi(m.clamp(max=1.0) - 1.0) + pen.extra_prune(m.clamp(min=1.0) - 1.0)
+    assert v_fast.item() == v_full.item()
+    for a, b in zip(torch.autograd.grad(v_fast, tensors), torch.autograd.grad(v_full, tensors)):
+        assert torch.equal(a, b)

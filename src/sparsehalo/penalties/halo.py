@@ -34,7 +34,7 @@ from .base import Penalty, option, scale_key, scale_summary
 from .hyper import HYPER, HyperForm, hyper_form
 from .kernels.elementwise import l1_kernel, sws_kernel
 from .kernels.native import halo_kernel_for
-from .target import SparsityController
+from .target import KthSmallest, SparsityController, eager_on_cpu
 
 
 class HierarchicalPenalty(Penalty):
@@ -139,6 +139,7 @@ class HierarchicalPenalty(Penalty):
                                                  average=target_average, error=target_error, zero=target_zero,
                                                  start=target_start)
             self.controller.track(self._targets)
+            self._kth = KthSmallest()
 
     def forward(self) -> torch.Tensor:
         """The value; in target mode times the controller's strength, which a call with grad enabled
@@ -152,6 +153,8 @@ class HierarchicalPenalty(Penalty):
             return value + self.extra_prune(self.controller.strength())
         if self.target_knob == "both":  # weaker than set: a lighter hyper-penalty; stronger: pull on the prune set
             m = self.controller.strength()
+            if eager_on_cpu(m):  # one of the two terms is exactly zero: skip it (the same value and gradients)
+                return value + (self.extra_prune(m - 1.0) if float(m) > 1.0 else self.extra_psi(m - 1.0))
             return value + self.extra_psi(m.clamp(max=1.0) - 1.0) + self.extra_prune(m.clamp(min=1.0) - 1.0)
         k = self.controller.strength() - 1.0
         return value + (self.extra_psi(k) if self.target_knob == "psi" else self.extra_pull(k))
@@ -164,7 +167,7 @@ class HierarchicalPenalty(Penalty):
         with torch.no_grad():
             flat = torch.cat([x.detach().reshape(-1) for x in mags])
             k = min(max(1, round(self.controller.target * flat.numel())), flat.numel())
-            threshold = flat.kthvalue(k).values
+            threshold = self._kth(flat, k)
         total = self._pull_sum([torch.where(x <= threshold, x, 0.0) for x in mags])
         return (m * self.xi).to(total.dtype) * total
 

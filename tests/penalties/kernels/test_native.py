@@ -149,3 +149,37 @@ def test_keep_freed_memory():
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is glibc
     assert keep_freed_memory() is glibc  # idempotent
+
+
+def test_concurrent_first_calls_build_once_and_needs_build_follows(monkeypatch):
+    # the demo builds in a thread while a run trains: two first calls at once must load the extension once
+    import threading
+    import time
+
+    from torch.utils import cpp_extension
+
+    calls = []
+
+    def slow_load(*a, **k):
+        calls.append(k["name"])
+        time.sleep(0.2)
+        return object()
+
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setattr(native, "_failed", False)
+    monkeypatch.setattr(native, "_register_op", lambda: None)
+    monkeypatch.setattr(cpp_extension, "load", slow_load)
+    monkeypatch.setattr(native, "_is_built", lambda *a: False)
+    monkeypatch.setenv("SPARSEHALO_COMPILE", "1")
+    assert native.needs_build()
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(native.halo_cpu())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and calls[0] == native._name() and got[0] is got[1] is not None
+    assert not native.needs_build()  # loaded: nothing left to build
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setenv("SPARSEHALO_COMPILE", "0")
+    assert not native.needs_build()  # compilation disabled: nothing will be built

@@ -27,6 +27,7 @@ import hashlib
 import os
 import shutil
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -45,6 +46,7 @@ OP = "sparsehalo::halo"
 
 _module = None
 _failed = False
+_lock = threading.Lock()  # one build at a time (the demo builds in a thread while a first run trains)
 
 
 def _ninja_on_path() -> None:
@@ -56,35 +58,52 @@ def _ninja_on_path() -> None:
             os.environ["PATH"] = f"{here}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-def _announce_build(cpp_extension, name: str) -> None:
-    """One line on stderr when the extension is not in the build cache yet (the build takes a while)."""
+def _name() -> str:
+    """The extension's name: keyed by the source and the flags, so an edit builds a new one."""
+    return f"sparsehalo_halo_cpu_{hashlib.sha256(SOURCE.read_bytes() + ' '.join(FLAGS).encode()).hexdigest()[:10]}"
+
+
+def _is_built(cpp_extension, name: str) -> bool | None:
+    """Whether the extension is in the build cache (None where torch's private helper cannot tell)."""
     try:
-        built = (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists()
-    except Exception:  # a private helper of torch: if it moves, just say nothing
-        return
-    if not built:
-        print("sparsehalo: compiling the native HALO kernel (once per machine, about a minute)", file=sys.stderr, flush=True)
+        return (Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so").exists()
+    except Exception:  # a private helper of torch: if it moves, we do not know
+        return None
+
+
+def needs_build() -> bool:
+    """Whether the first HALO penalty call would compile the extension (not loaded, not failed, not cached,
+    compilation enabled)."""
+    if _module is not None or _failed or not compile_enabled():
+        return False
+    from torch.utils import cpp_extension
+
+    return _is_built(cpp_extension, _name()) is False
 
 
 def halo_cpu():
-    """The compiled ``halo_forward`` extension module, or None where it cannot be built."""
+    """The compiled ``halo_forward`` extension module, or None where it cannot be built (thread-safe)."""
     global _module, _failed
     if _module is not None or _failed:
         return _module
-    try:
-        from torch.utils import cpp_extension
+    with _lock:
+        if _module is not None or _failed:
+            return _module
+        try:
+            from torch.utils import cpp_extension
 
-        _ninja_on_path()
-        text = SOURCE.read_bytes()
-        tag = hashlib.sha256(text + " ".join(FLAGS).encode()).hexdigest()[:10]
-        name = f"sparsehalo_halo_cpu_{tag}"
-        _announce_build(cpp_extension, name)
-        _module = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, verbose=False)
-        _register_op()
-    except Exception as exc:  # no compiler, no ninja, read-only cache, ...
-        _failed = True
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        warnings.warn(f"sparsehalo: native HALO kernel not built ({first}); using the torch.compile kernel", stacklevel=2)
+            _ninja_on_path()
+            name = _name()
+            if _is_built(cpp_extension, name) is False:  # one line on stderr: the build takes a while
+                print("sparsehalo: compiling the native HALO kernel (once per machine, about a minute)",
+                      file=sys.stderr, flush=True)
+            module = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, verbose=False)
+            _register_op()
+            _module = module
+        except Exception as exc:  # no compiler, no ninja, read-only cache, ...
+            _failed = True
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            warnings.warn(f"sparsehalo: native HALO kernel not built ({first}); using the torch.compile kernel", stacklevel=2)
     return _module
 
 
