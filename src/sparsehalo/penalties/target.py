@@ -43,12 +43,15 @@ ahead of the schedule (early in training, where that still changes the end point
 split ``both`` and ``prune`` from half the configs' xi / psi tied (mean 97.12 / 97.15% over the two
 levels, both at 98.50% natural sparsity for 98.5%); ``both`` was kept because it needs no weaker start.
 
-Everything is a tensor
-operation (no host synchronization; ``torch.compile(fullgraph=True)`` traces it), and the state is in
-the penalty's ``state_dict`` (float32 buffers: torch 2.13's compile does not write float64 buffers
-back), so a resumed run continues exactly.  Cost per step: two or three passes over the penalized
-weights, a k-th value of their magnitudes (knob ``prune``: about 1 ms for LeNet-300-100's 266,200 on
-one core here), and with ``average > 0`` one more tensor of their size in memory.
+On accelerators and under ``torch.compile`` everything is a tensor operation (no host synchronization;
+``torch.compile(fullgraph=True)`` traces it); on the CPU, eagerly, where reading a value costs nothing, two
+exact shortcuts read it: knob ``both`` skips whichever of its two extra terms is zero, and the prune set's
+k-th magnitude is selected among the entries past a bound near the last one (:class:`KthSmallest`).  The
+state is in the penalty's ``state_dict`` (float32 buffers: torch 2.13's compile does not write float64
+buffers back), so a resumed run continues exactly.  Cost per step (LeNet-300-100's 266,200 weights, one
+core here; ``benchmarks/penalty_overhead.py``): fixed HALO 0.2 ms; target mode about 2.5 ms (the controller's
+update 0.4, the prune set's threshold 0.3, its pull forward and backward 1.1), and with ``average > 0`` one
+more tensor of the weights' size in memory.
 """
 
 from __future__ import annotations
