@@ -38,3 +38,15 @@ def test_demo_trains_the_run_without_penalty_while_the_kernel_builds(monkeypatch
     header = next(line for line in table.splitlines() if line.startswith("| sparsity"))
     assert header == "| sparsity | HALO | HALO, target 99% | no penalty |"  # the table keeps its column order
     assert (tmp_path / "results.md").read_text() == table + "\n"
+
+
+def test_readme_quotes_the_committed_demo_timing():
+    # the README's demo numbers are scripts/time_demo.sh's output (results/demo/timing.md), never typed by hand
+    from support import ROOT
+
+    timing = (ROOT / "results" / "demo" / "timing.md").read_text()
+    blocks = [b.split("```")[0] for b in timing.split("```text\n")[1:]]
+    assert len(blocks) == 2 and "total" in blocks[0] and "| sparsity |" in blocks[1]
+    readme = (ROOT / "README.md").read_text()
+    for block in blocks:
+        assert "```text\n" + block + "```" in readme
