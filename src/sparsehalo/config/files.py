@@ -9,12 +9,16 @@ from typing import Any
 
 from ..errors import ConfigError
 from .sections import Config
+from .checks import check_fields
 from .values import from_section
 
 
 def from_dict(data: dict) -> Config:
-    """Build a :class:`Config` from nested dicts, rejecting unknown keys and wrong types."""
-    return from_section(Config, data)
+    """Build a :class:`Config` from nested dicts, rejecting unknown keys, wrong types and values out of
+    their range (:func:`.checks.check_fields`)."""
+    config = from_section(Config, data)
+    check_fields(config)
+    return config
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from .. import penalties
 from ..errors import ConfigError
+from .checks import between, finite_values, items
 from .values import check_value, from_section, help_field as _field
 
 
@@ -36,13 +37,16 @@ class PenaltyConfig:
 
     name: str = _field("none", "the penalty: a name of the penalty registry (sparsehalo.penalties.PENALTIES); "
                        "its own settings sit beside it in this section")
-    settings: dict = _field(help="the penalty's own settings (flat in files)", factory=dict)
-    scale_lr: float | None = _field(None, "learning rate of the penalty's trainable scales (unset: the network's)")
-    scale_momentum: float | None = _field(None, "momentum of the penalty's trainable scales (unset: the network's)")
-    types: list[str] = _field(help="module types whose parameters are penalized", factory=lambda: ["Conv2d", "Linear"])
+    settings: dict = _field(help="the penalty's own settings (flat in files)", factory=dict, check=finite_values)
+    scale_lr: float | None = _field(None, "learning rate of the penalty's trainable scales (unset: the network's)",
+                                    check=between(0, None, lo_open=True))
+    scale_momentum: float | None = _field(None, "momentum of the penalty's trainable scales (unset: the network's)",
+                                          check=between(0, 1, hi_open=True))
+    types: list[str] = _field(help="module types whose parameters are penalized", factory=lambda: ["Conv2d", "Linear"], check=items())
     biases: bool = _field(False, "penalize biases as well as weights")
-    include: list[str] = _field(help="fnmatch patterns: if given, only matching parameter names are penalized", factory=list)
-    exclude: list[str] = _field(help="fnmatch patterns of parameter names left alone", factory=list)
+    include: list[str] = _field(help="fnmatch patterns: if given, only matching parameter names are penalized", factory=list,
+                                check=items())
+    exclude: list[str] = _field(help="fnmatch patterns of parameter names left alone", factory=list, check=items())
 
     def __post_init__(self):
         self.settings = penalty_settings(self.name, self.settings)

@@ -14,8 +14,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .checks import between, finite_values, items, one_of, run_name
 from .penalty import PenaltyConfig
 from .values import help_field as _field
+
+_COUNT = between(0, 10**9)  # a count of examples (0: none / all)
 
 
 @dataclass
@@ -23,22 +26,25 @@ class ModelConfig:
     name: str = _field("lenet300", "the network: a name of the model registry (sparsehalo.models.MODELS), or your own "
                        "factory as 'package.module:function' or 'file.py:function' (imported from the current directory)")
     kwargs: dict = _field(help="keyword arguments of the model (num_classes defaults to the dataset's where the "
-                          "constructor takes it)", factory=dict)
+                          "constructor takes it)", factory=dict,
+                          check=finite_values)
 
 
 @dataclass
 class DataConfig:
     name: str = _field("mnist", "the dataset: a name of the dataset registry (sparsehalo.data), or your own factory "
                        "'package.module:function' returning map-style datasets (see sparsehalo.data.user)")
-    kwargs: dict = _field(help="keyword arguments of your dataset factory (data_dir is passed where it takes one)", factory=dict)
+    kwargs: dict = _field(help="keyword arguments of your dataset factory (data_dir is passed where it takes one)", factory=dict,
+                          check=finite_values)
     in_memory: str = _field("auto", "your dataset: stack it in memory (yes), read it each epoch (no, for random "
-                            "per-item transforms), or stack it where it takes at most 1/4 of memory (auto)")
-    workers: int = _field(0, "your dataset read each epoch: DataLoader worker processes")
-    batch_size: int = _field(100, "training batch size")
-    eval_batch_size: int = _field(1000, "batch size of evaluation")
-    val_size: int = _field(0, "examples carved from the training set for validation (0: none)")
+                            "per-item transforms), or stack it where it takes at most 1/4 of memory (auto)",
+                            check=one_of("auto", "yes", "no"))
+    workers: int = _field(0, "your dataset read each epoch: DataLoader worker processes", check=between(0, 256))
+    batch_size: int = _field(100, "training batch size", check=between(1, 10**7))
+    eval_batch_size: int = _field(1000, "batch size of evaluation", check=between(1, 10**7))
+    val_size: int = _field(0, "examples carved from the training set for validation (0: none)", check=_COUNT)
     augment: bool = _field(False, "the dataset's standard training augmentation (CIFAR: random crop pad 4 + flip)")
-    train_size: int = _field(0, "train on a random subset of this many examples (0: all), for quick runs")
+    train_size: int = _field(0, "train on a random subset of this many examples (0: all), for quick runs", check=_COUNT)
 
 
 @dataclass
@@ -51,8 +57,8 @@ class MethodConfig:
     """
 
     name: str = _field("oneshot", "how the sparse network is obtained: a name of the method registry (sparsehalo.methods.METHODS)")
-    sparsity: float = _field(0.0, "the target of a fixed-sparsity method (ignored by oneshot)")
-    options: dict = _field(help="the method's own settings, checked against its Options", factory=dict)
+    sparsity: float = _field(0.0, "the target of a fixed-sparsity method (ignored by oneshot)", check=between(0, 1, hi_open=True))
+    options: dict = _field(help="the method's own settings, checked against its Options", factory=dict, check=finite_values)
 
 
 @dataclass
@@ -60,13 +66,14 @@ class OptimConfig:
     """The network's optimizer (see :mod:`sparsehalo.training.optimizers` for what the penalty's scales get)."""
 
     name: str = _field("sgd", "the optimizer: a name of sparsehalo.training.optimizers.OPTIMIZERS (sgd | adam | adamw)")
-    lr: float = _field(0.1, "initial learning rate of the network")
-    momentum: float = _field(0.9, "SGD momentum (sgd only)")
+    lr: float = _field(0.1, "initial learning rate of the network", check=between(0, None, lo_open=True))
+    momentum: float = _field(0.9, "SGD momentum (sgd only)", check=between(0, 1, hi_open=True))
     weight_decay: float = _field(0.0, "weight decay of the network's parameters (the scales have penalty.scale_weight_decay); "
-                                 "adamw: decoupled")
+                                 "adamw: decoupled", check=between(0, None))
     nesterov: bool = _field(False, "Nesterov momentum (sgd only)")
-    betas: list[float] = _field(help="adam / adamw: the moment decay rates", factory=lambda: [0.9, 0.999])
-    eps: float = _field(1e-8, "adam / adamw: the denominator's epsilon")
+    betas: list[float] = _field(help="adam / adamw: the moment decay rates", factory=lambda: [0.9, 0.999],
+                                check=items(between(0, 1, hi_open=True), most=2))
+    eps: float = _field(1e-8, "adam / adamw: the denominator's epsilon", check=between(0, None, lo_open=True))
 
 
 @dataclass
@@ -77,30 +84,32 @@ class ScheduleConfig:
     """
 
     name: str = _field("cosine", "learning-rate schedule: a name of the schedule registry (sparsehalo.schedules.SCHEDULES)")
-    milestones: list[float] = _field(help="multistep: where the rate is multiplied by gamma, in units", factory=list)
-    step_size: float = _field(0.0, "step: the rate is multiplied by gamma every step_size units")
-    gamma: float = _field(0.1, "the factor of step and multistep")
-    unit: str = _field("epoch", "what milestones and step_size count: epoch | step")
+    milestones: list[float] = _field(help="multistep: where the rate is multiplied by gamma, in units", factory=list,
+                                     check=items(between(0, None)))
+    step_size: float = _field(0.0, "step: the rate is multiplied by gamma every step_size units", check=between(0, None))
+    gamma: float = _field(0.1, "the factor of step and multistep", check=between(0, None, lo_open=True))
+    unit: str = _field("epoch", "what milestones and step_size count: epoch | step", check=one_of("epoch", "step"))
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = _field(30, "epochs in all (every phase of the method counted)")
-    seed: int = _field(0, "seed of the initialization, the data order and the validation split")
+    epochs: int = _field(30, "epochs in all (every phase of the method counted)", check=between(1, 10**6))
+    seed: int = _field(0, "seed of the initialization, the data order and the validation split", check=between(0, 2**32 - 1))
     amp: str = _field("none", "mixed precision of forward and loss: none | bf16 | fp16 (fp16 uses a gradient scaler; "
-                      "checked by sparsehalo.training)")
+                      "checked by sparsehalo.training)", check=one_of("none", "bf16", "fp16"))
 
 
 @dataclass
 class PruneConfig:
     """Which tensors are pruned, and the levels evaluated during and after training."""
 
-    levels: list[float] = _field(help="sparsities evaluated after magnitude pruning", factory=lambda: [0.9, 0.95, 0.98, 0.99, 0.995])
+    levels: list[float] = _field(help="sparsities evaluated after magnitude pruning", factory=lambda: [0.9, 0.95, 0.98, 0.99, 0.995],
+                                 check=items(between(0, 1, hi_open=True), most=100))
     scope: str = _field("global", "one threshold for all tensors or one per tensor: a name of "
                         "sparsehalo.pruning.threshold.SCOPES (global | layer)")
-    types: list[str] = _field(help="module types whose parameters are pruned", factory=lambda: ["Conv2d", "Linear"])
+    types: list[str] = _field(help="module types whose parameters are pruned", factory=lambda: ["Conv2d", "Linear"], check=items())
     biases: bool = _field(False, "prune biases as well as weights")
-    eps: float = _field(1e-3, '"natural" sparsity threshold: |w| <= eps counts as zero')
+    eps: float = _field(1e-3, '"natural" sparsity threshold: |w| <= eps counts as zero', check=between(0, None))
 
 
 @dataclass
@@ -110,15 +119,17 @@ class RunConfig:
     device: str = _field("auto", "auto | cpu | cuda | cuda:N")
     data_dir: str | None = _field(None, "where datasets are found and downloaded to (unset: the default cache)")
     progress: bool = _field(True, "show a progress bar")
-    threads: int = _field(0, "torch threads (0: leave PyTorch's default)")
-    eval_pruned_every: int = _field(1, "log accuracy after pruning at prune.levels every k epochs (0: only at the end)")
+    threads: int = _field(0, "torch threads (0: leave PyTorch's default)", check=between(0, 4096))
+    eval_pruned_every: int = _field(1, "log accuracy after pruning at prune.levels every k epochs (0: only at the end)",
+                                    check=between(0, None))
     channels_last: bool = _field(False, "NHWC memory format for conv nets on GPUs")
     keep_freed_memory: bool = _field(True, "glibc malloc keeps freed blocks (no page faults on per-step gradients)")
 
 
 @dataclass
 class Config:
-    name: str = _field("experiment", "the experiment's name: the run directory is <out>/<name>-<hash> (not hashed)")
+    name: str = _field("experiment", "the experiment's name: the run directory is <out>/<name>-<hash> (not hashed)",
+                       check=run_name)
     model: ModelConfig = _field(help="the network", factory=ModelConfig)
     data: DataConfig = _field(help="the dataset and batches", factory=DataConfig)
     penalty: PenaltyConfig = _field(help="the shrinkage penalty", factory=PenaltyConfig)

@@ -16,11 +16,14 @@ from typing import Any
 from ..errors import ConfigError
 
 
-def help_field(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING) -> Any:
-    """A config field with its help text (``factory`` for mutable defaults)."""
+def help_field(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+               check: Any = None) -> Any:
+    """A config field with its help text (``factory`` for mutable defaults) and its range check
+    (:mod:`.checks`: ``check(value, key)`` raises a one-line error; run by :func:`.checks.check_fields`)."""
+    meta = {"help": help} if check is None else {"help": help, "check": check}
     if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def check_value(value: Any, tp: Any, key: str) -> Any:

@@ -33,6 +33,7 @@ from ..progress import Progress
 from . import checkpointing
 from .state import RunState, build
 from .summary import epoch_line, epoch_row, make_summary
+from .validate import validate
 
 
 @dataclass
@@ -158,6 +159,7 @@ def train(config: Config, run_dir: str | Path, echo: Callable[[str], None] = pri
         hooks: (epoch hooks, end hooks); default :func:`default_hooks`.
     """
     run_dir = Path(run_dir)
+    validate(config)  # nothing is written to run_dir for a config that is wrong
     if not _prepare(config, run_dir, echo):
         return read_json(paths.summary(run_dir), "summary")
     state = build(config)

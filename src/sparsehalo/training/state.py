@@ -22,19 +22,7 @@ from ..errors import ConfigError
 from ..pruning import Mask, MaskHandle
 from ..selection import prunable_parameters
 from . import optimizers
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here (use run.device=auto)")
-    return device
+from .validate import resolve_device, validate
 
 
 @dataclass
@@ -140,12 +128,12 @@ def build(config: Config, device: torch.device | None = None) -> RunState:
 
     The model is initialized from ``train.seed``.
     """
+    validate(config)  # every setting, before the data is read
     device = device or resolve_device(config.run.device)
     if config.run.threads > 0:
         torch.set_num_threads(config.run.threads)
     if config.run.keep_freed_memory:
         keep_freed_memory()
-    optimizers.check(config)  # before the data is read
     data = load_data(config, device)
     torch.manual_seed(config.train.seed)
     model = build_model(config, data.num_classes).to(device)
