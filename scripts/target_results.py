@@ -31,7 +31,9 @@ from sparsehalo import paths  # noqa: E402
 from sparsehalo.experiments import work  # noqa: E402
 from sparsehalo.experiments.campaign import add_arguments, configure  # noqa: E402
 from sparsehalo.io import atomic_write_text, read_json, write_csv  # noqa: E402
-from sparsehalo.results import MISSING, accuracy_by_seed, markdown_table, mean_std, values_cell  # noqa: E402
+from sparsehalo.results import (  # noqa: E402
+    MISSING, accuracy_by_seed, aggregate, find_runs, load_summaries, markdown_table, mean_std, values_cell,
+)
 from sparsehalo.results.plots import plot_accuracy  # noqa: E402
 
 OUT = ROOT / "results" / "target"
@@ -42,6 +44,10 @@ RECIPE_SEEDS = {"ours": 1, "nncf": 3}
 #: (campaign, model) in the order they are trained; the levels are the campaigns' ``target_levels``.
 ORDER = (("mnist", "lenet300"), ("fashion-mnist", "lenet300"), ("mnist", "lenet5"), ("mnist", "lenet5_caffe"))
 DATASET = {"mnist": "mnist", "fashion-mnist": "fashion-mnist"}
+#: issue 12's absolute targets: (campaign, model, level) -> test accuracy (mean of the seeds)
+ABSOLUTE = {("mnist", "lenet300", 0.985): 98.2, ("mnist", "lenet5", 0.995): 94.8}
+CIFAR = ROOT / "results" / "cifar10-cpu"
+CIFAR_LEVELS = (0.9, 0.95)
 
 
 def nncf_file(campaign: str, model: str, recipe: str, level: float, seed: int) -> Path:
@@ -89,7 +95,7 @@ def nncf_results(c, model: str, recipe: str, level: float) -> list[dict]:
     return [json.loads(p.read_text()) for seed in c.seeds if (p := nncf_file(c.name, model, recipe, level, seed)).exists()]
 
 
-def section(c, model: str, csv_rows: list[dict]) -> list[str]:
+def section(c, model: str, csv_rows: list[dict], misses: list[str]) -> list[str]:
     targeted, grid = target_runs(c, model), grid_runs(c, model)
     rows, plot = [], []
     for level in c.target_levels:
@@ -103,13 +109,25 @@ def section(c, model: str, csv_rows: list[dict]) -> list[str]:
         gmp = list(accuracy_by_seed(c.out / "runs", f"{c.prefix}_{model}_gmp", lv, fine_tuned=True).values())
         nn = {r: nncf_results(c, model, r, level) for r in RECIPES}
         verdicts = []
-        if len(accs) == len(c.seeds) and len(tuned) == len(c.seeds):
+        where = f"{c.name} {model} at {100 * level:g}%"
+        done = len(accs) == len(c.seeds)
+        if done and len(tuned) == len(c.seeds):
             verdicts.append("grid −0.1: " + ("met" if mean(accs) >= mean(tuned) - 0.1 else "missed"))
+            if verdicts[-1].endswith("missed"):
+                misses.append(f"{where}: HALO (target) {mean(accs):.2f}, the grid-tuned HALO {mean(tuned):.2f}")
         if len(natural) == len(c.seeds):
             verdicts.append("natural ±0.5: " + ("met" if abs(mean(natural) - 100 * level) <= 0.5 else "missed"))
+            if verdicts[-1].endswith("missed"):
+                misses.append(f"{where}: natural sparsity {mean(natural):.2f}%")
         best_nncf = max((mean(r["test_acc_pruned"] for r in v) for v in nn.values() if v), default=None)
-        if len(accs) == len(c.seeds) and best_nncf is not None:
+        if done and best_nncf is not None:
             verdicts.append("≥ NNCF: " + ("met" if mean(accs) >= best_nncf else "missed"))
+            if verdicts[-1].endswith("missed"):
+                misses.append(f"{where}: HALO (target) {mean(accs):.2f}, NNCF {best_nncf:.2f}")
+        if done and (goal := ABSOLUTE.get((c.name, model, level))) is not None:
+            verdicts.append(f"≥ {goal:g}: " + ("met" if mean(accs) >= goal else "missed"))
+            if verdicts[-1].endswith("missed"):
+                misses.append(f"{where}: HALO (target) {mean(accs):.2f} against the absolute target {goal:g}")
         rows.append([f"{100 * level:g}%", values_cell(accs), f"{mean(natural):.2f}%" if natural else MISSING, str(len(accs)),
                      values_cell(tuned), f"{grid} + {len(tuned)}" if tuned else MISSING,
                      values_cell(gmp), str(len(gmp)) if gmp else MISSING,
@@ -142,12 +160,69 @@ def section(c, model: str, csv_rows: list[dict]) -> list[str]:
             *([f"![accuracy against sparsity]({figure})", ""] if plot and targeted else [])]
 
 
+def cifar_section(csv_rows: list[dict], misses: list[str]) -> list[str]:
+    """ResNet-20 on CIFAR-10 from ``results/cifar10-cpu`` (scripts/cifar10_cpu.sh: 10 epochs, one seed)."""
+    summaries = load_summaries(find_runs([CIFAR / "runs"])) if (CIFAR / "runs").is_dir() else []
+    targeted = {s["target_sparsity"]: s for s in summaries if s.get("target_sparsity") is not None}
+    if not targeted:
+        return []
+    rows = {(r["method"], r["sparsity"]): r for r in aggregate(summaries)}
+    body = []
+    for level in CIFAR_LEVELS:
+        mine, fixed, dense = (rows.get((m, level)) for m in ("HALO (target)", "HALO", "magnitude"))
+        natural = 100 * targeted[level]["sparsity"]["natural_sparsity"] if level in targeted else None
+        verdicts = []
+        if natural is not None:
+            verdicts.append("natural ±0.5: " + ("met" if abs(natural - 100 * level) <= 0.5 else "missed"))
+            if verdicts[-1].endswith("missed"):
+                misses.append(f"cifar10 resnet20 at {100 * level:g}%: natural sparsity {natural:.2f}%")
+        if mine and fixed:
+            verdicts.append("≥ HALO at the fixed strength: " + ("met" if mine["acc_mean"] >= fixed["acc_mean"] else "missed"))
+        body.append([f"{100 * level:g}%", *(f"{r['acc_mean']:.2f}" if r else MISSING for r in (mine,)),
+                     f"{natural:.2f}%" if natural is not None else MISSING,
+                     *(f"{r['acc_mean']:.2f}" if r else MISSING for r in (fixed, dense)), "; ".join(verdicts) or "pending"])
+        for method, r in (("HALO (target)", mine), ("HALO, fixed xi = psi = 1e-4", fixed), ("magnitude, no penalty", dense)):
+            if r:
+                csv_rows.append({"dataset": "cifar10", "model": "resnet20", "method": method, "sparsity": level, "seeds": r["seeds"],
+                                 "acc_mean": r["acc_mean"], "acc_std": r["acc_std"],
+                                 "natural_sparsity_mean": natural / 100 if method == "HALO (target)" and natural is not None else None})
+    head = ["sparsity", "HALO (target)", "natural sparsity", "HALO, xi = psi = 1e-4 (not tuned)", "no penalty, magnitude prune", "targets"]
+    return ["## cifar10, resnet20 (REDUCED: 10 epochs, 1 seed, every method one run)", "",
+            *markdown_table(head, body, "rrrrrl"), "",
+            "From `results/cifar10-cpu` (`scripts/cifar10_cpu.sh`: ResNet-20, 10 epochs, batch 128, cosine, seed 0, the "
+            "CIFAR-10 JPEG copy; sparsity of the 270,256 Conv2d weights). No grid was run here, and neither GMP nor NNCF: "
+            "at about 16 minutes per run on this CPU they did not fit. HALO (target) starts from the same xi / psi.", ""]
+
+
+def findings(misses: list[str]) -> list[str]:
+    """The targets missed, with their numbers, and what was tried (the numbers come from the tables above)."""
+    if not misses:
+        return ["## Targets missed", "", "None.", ""]
+    return ["## Targets missed", "", *(f"- {m}" for m in misses), "",
+            "What was tried (`design.md`, validation split, seed 0): the strength on psi, on the weights' pull, on "
+            "the prune set alone and on both; GMP's cubic schedule, a geometric (exp) schedule and a constant target "
+            "(dual ascent); absolute and relative errors; the weights or a running average measured; and the bound on "
+            "the strength (`penalty.target_factor` 10, 100, 1000). Two causes remain. (1) At the lowest level "
+            "(95%) the starting xi / psi is already sparser than asked and stays so even with the strength at its "
+            "lower bound (the factor rows of `design.md`: with the bound at 1000 the strength falls to its floor "
+            "and LeNet-300-100 still ends sparser than 95%): HALO captures weights for good in the first epochs. Starting from a weaker xi / psi "
+            "for a lower target (the starting strength scaled by the target's density) should close it. (2) At 99% "
+            "and above on LeNet-5 the strength sits at its upper bound (10x) for the last epochs and the network "
+            "never reaches the target by itself; a bound of 1000 reaches it on the validation split (`design.md`) "
+            "but costs LeNet-300-100 accuracy at 99.5%, so the default stays 10 (defaults never change: they are "
+            "part of every run's hash). A bound that keeps rising while more strength still raises the measured "
+            "sparsity is what we think closes it; at 99.5-99.6% on LeNet-300-100 and LeNet-5-Caffe the grid's "
+            "per-level xi / psi (chosen on a validation grid) still wins, by the margins listed above.", ""]
+
+
 def write_page(campaigns: dict) -> None:
     csv_rows: list[dict] = []
-    body = []
+    body, misses = [], []
     for name, model in ORDER:
         if name in campaigns:
-            body += section(campaigns[name], model, csv_rows)
+            body += section(campaigns[name], model, csv_rows, misses)
+    body += cifar_section(csv_rows, misses)
+    body += findings(misses)
     write_csv(OUT / "summary.csv", csv_rows, ["dataset", "model", "method", "sparsity", "seeds", "acc_mean", "acc_std",
                                               "natural_sparsity_mean"])
     lines = ["# Target-mode HALO: ask for a sparsity, get it from one run", "",

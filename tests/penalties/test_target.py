@@ -287,10 +287,10 @@ def test_start_sets_the_strength_before_the_first_update():
 def test_summary_of_a_target_run_reports_its_level_under_its_own_label(tiny_settings, tmp_path):
     cfg = config_mod.load(None, [*tiny_settings, "penalty.target_sparsity=0.8", "prune.levels=[0.5]"])
     summary = training.train(cfg, tmp_path / "r", echo=lambda s: None)
-    assert summary["label"] == "HALO (target)"
+    assert summary["label"] == "HALO (target)" and summary["target_sparsity"] == 0.8
     assert [p["sparsity_requested"] for p in summary["points"]] == [0.5, 0.8]  # no unpruned point
     plain = training.train(config_mod.load(None, [*tiny_settings, "prune.levels=[0.5]"]), tmp_path / "p", echo=lambda s: None)
-    assert plain["label"] == "HALO" and [p["sparsity_requested"] for p in plain["points"]] == [0.0, 0.5]
+    assert plain["label"] == "HALO" and plain["target_sparsity"] is None and [p["sparsity_requested"] for p in plain["points"]] == [0.0, 0.5]
 
 
 def test_prune_knob_pulls_only_the_weights_the_final_prune_removes():

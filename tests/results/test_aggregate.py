@@ -1,5 +1,6 @@
 """Means and sample standard deviations over seeds, checked against hand computation."""
 
+import json
 import statistics
 
 import pytest
@@ -55,3 +56,23 @@ def test_mean_std_and_status():
     assert status(98.0, [98.5, 97.6], seeds=3) == "pending"  # a seed is missing
     assert status(98.0, [98.5, 97.6, 97.9], seeds=3) == "met"  # mean 98.0 exactly reaches the target
     assert status(98.0, [98.5, 97.6, 97.8], seeds=3) == "missed"
+
+
+def test_target_runs_of_one_name_are_seeds_of_their_own_method(tmp_path, fake):
+    # One name trained at a fixed strength and in target mode at 0.9 and 0.985, all seed 0: the
+    # target runs give only the point at their target, under "<name> (target)", and never clash.
+    fake.write_run(tmp_path / "fixed", "HALO", 0, (98.0, 97.0))
+    for where, accs, level in (("t90", (96.5, 11.0), 0.9), ("t985", (10.0, 95.25), 0.985)):
+        d = fake.write_run(tmp_path / where, "HALO", 0, accs, target_sparsity=level)
+        summary = json.loads((d / "summary.json").read_text())
+        (d / "summary.json").write_text(json.dumps({**summary, "label": "HALO (target)"}))
+    rows = aggregate(load_summaries(find_runs([tmp_path])))
+    got = [(r["method"], r["name"], r["sparsity"], r["acc_mean"], r["seeds"]) for r in rows]
+    assert got == [
+        ("HALO", "mnist_lenet300_halo", 0.9, 98.0, 1), ("HALO", "mnist_lenet300_halo", 0.985, 97.0, 1),
+        ("HALO (target)", "mnist_lenet300_halo (target)", 0.9, 96.5, 1),
+        ("HALO (target)", "mnist_lenet300_halo (target)", 0.985, 95.25, 1),
+    ]
+    fake.write_run(tmp_path / "bad", "HALO", 1, (1.0, 1.0), target_sparsity=1.5)
+    with pytest.raises(SparsehaloError, match="target_sparsity must be a number in"):
+        aggregate(load_summaries(find_runs([tmp_path])))

@@ -14,7 +14,7 @@ import statistics
 from typing import Any, Iterable, Sequence
 
 from ..errors import SparsehaloError
-from .runs import run_name
+from .runs import group_name, run_name
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -49,18 +49,27 @@ def _one(values: dict[Any, list[str]], what: str, group: str) -> Any:
 
 
 def _groups(summaries: Iterable[dict]) -> dict[tuple, list[tuple[dict, dict]]]:
-    """Points with a test accuracy, keyed by ``(dataset, model, name, sparsity, fine_tuned)``."""
+    """Points with a test accuracy, keyed by ``(dataset, model, name, sparsity, fine_tuned)``.
+
+    A run in target mode (``target_sparsity`` set) is grouped as ``"<name> (target)"`` and gives only
+    its point at the target: runs of one name at several targets are seeds of one method, apart from
+    the same name's runs at a fixed strength. (Its accuracy at the other levels stays in its summary.)
+    """
     groups: dict[tuple, list[tuple[dict, dict]]] = {}
     for s in summaries:
         where = s.get("run_dir", run_name(s))
+        target = s.get("target_sparsity")
+        if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool) or not 0 < target < 1):
+            raise SparsehaloError(f"run {where}: target_sparsity must be a number in (0, 1), got {target!r}"[:300])
+        name = group_name(s)
         for p in s.get("points", []):
             sp = p.get("sparsity_requested") if isinstance(p, dict) else None
             if not isinstance(sp, (int, float)) or isinstance(sp, bool) or not 0 <= sp <= 1:
                 raise SparsehaloError(f"run {where}: point without a valid sparsity_requested: {p!r}"[:300])
-            if p.get("test_accuracy") is None:
+            if p.get("test_accuracy") is None or (target is not None and round(float(sp), 9) != round(float(target), 9)):
                 continue
             # Rounded so 0.9 from different writers lands in one group.
-            key = (str(s.get("dataset") or "unknown"), str(s.get("model") or "unknown"), run_name(s),
+            key = (str(s.get("dataset") or "unknown"), str(s.get("model") or "unknown"), name,
                    round(float(sp), 9), p.get("fine_tuned"))
             groups.setdefault(key, []).append((s, p))
     return groups

@@ -15,7 +15,7 @@ from ..errors import SparsehaloError
 from ..io import atomic_write_text
 from .aggregate import aggregate
 from .plots import plot_accuracy, plot_scales
-from .runs import find_runs, load_summaries, run_name
+from .runs import find_runs, group_name, load_summaries
 from .tables import columns, safe_name, section, seeds_phrase, summary_csv
 
 
@@ -81,7 +81,7 @@ def _first_seed(summaries: Iterable[dict]) -> dict[str, dict]:
     halo: dict[str, dict] = {}
     for s in summaries:
         if s.get("penalty") == "halo":
-            name = run_name(s)
+            name = group_name(s)
             if name not in halo or seed(s) < seed(halo[name]):
                 halo[name] = s
     return halo

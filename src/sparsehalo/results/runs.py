@@ -82,6 +82,12 @@ def run_name(summary: dict) -> str:
     return str(summary.get("name") or summary.get("label") or Path(summary.get("run_dir", "run")).name)
 
 
+def group_name(summary: dict) -> str:
+    """The method a run counts for: :func:`run_name`, plus `` (target)`` for a run in target mode
+    (``target_sparsity`` set), so one name's fixed-strength and target runs are separate methods."""
+    return run_name(summary) + ("" if summary.get("target_sparsity") is None else " (target)")
+
+
 def summaries_named(root: str | Path, name: str) -> list[dict]:
     """Summaries of the finished runs called ``name`` directly under ``root`` (``<name>-<hash>/``).
 

@@ -58,7 +58,8 @@ def make_summary(state: RunState, history: list[dict], run_dir: Path) -> dict:
     A one-shot run in target mode (``penalty.target_sparsity``) reports like a fixed-sparsity run: no
     point for the unpruned network (its accuracy is the final ``test_accuracy``), one per level of
     ``prune.levels`` and its target, so runs of one name at several targets are seeds of one method.
-    Its label gets `` (target)``.
+    Its label gets `` (target)`` and ``target_sparsity`` states the level (None otherwise); reports
+    take only the point at the target from such a run (see :func:`sparsehalo.results.aggregate`).
     """
     cfg = state.config
     final = history[-1] if history else {}
@@ -76,6 +77,7 @@ def make_summary(state: RunState, history: list[dict], run_dir: Path) -> dict:
         "label": label,
         "method": cfg.method.name,
         "penalty": cfg.penalty.name,
+        "target_sparsity": None if target is None else float(target),
         "dataset": cfg.data.name,
         "model": cfg.model.name,
         "config_hash": cfg.hash(),
