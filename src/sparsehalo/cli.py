@@ -298,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     except SparsehaloError as exc:
         print(f"sparsehalo: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file we cannot read or write: a read-only folder, a full disk, a path that is a file
+        where = f": {exc.filename!r}" if exc.filename else ""
+        print(f"sparsehalo: error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("sparsehalo: error: input nested too deeply to read", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("sparsehalo: interrupted", file=sys.stderr)
         return 130

@@ -24,6 +24,10 @@ class CheckpointError(SparsehaloError):
     """A checkpoint cannot be read safely or does not match the model."""
 
 
+class IntegrityError(CheckpointError):
+    """A file's content does not match the SHA-256 recorded when it was written."""
+
+
 class DivergenceError(SparsehaloError):
     """Training produced a non-finite loss; the last good checkpoint is kept."""
 

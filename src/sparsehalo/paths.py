@@ -29,9 +29,9 @@ def summary(root: Path) -> Path:
     return Path(root) / "summary.json"
 
 
-def claim(root: Path) -> Path:
-    """Who is training the run now (a pid), for campaigns run by several workers."""
-    return Path(root) / "claim.pid"
+def lock(root: Path) -> Path:
+    """Who is writing the run now (pid and host; see :mod:`sparsehalo.locks`)."""
+    return Path(root) / "run.lock"
 
 
 def level_name(sparsity: float) -> str:

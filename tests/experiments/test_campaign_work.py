@@ -32,7 +32,7 @@ def test_a_campaign_runs_to_the_end_then_resumes_with_nothing(tmp_path, kit):
     assert [i.label for i in done] == [i.label for i in final] and after == done
     assert train.dirs == [i.run_dir for i in final]  # each run trained once, in priority order
     assert progress(final) == (17, 17, 0)
-    assert not list(c.out.rglob(paths.claim(Path()).name))  # every claim released
+    assert not list(c.out.rglob(paths.lock(Path()).name))  # every claim released
     assert work(c.plan, train=FakeTrain(kit), echo=lambda s: None) == []
     # in the order of their directories (<name>-<hash>), not of seeds
     assert sorted(c.accuracies("runs", "t_lenet300_halo", "0.9")) == [90.0, 91.0]

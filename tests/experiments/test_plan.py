@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-import sparsehalo.experiments.plan as plan_module
-from sparsehalo import config, paths
+from sparsehalo import config, locks, paths
 from sparsehalo.experiments import (
     Item,
     claim,
@@ -50,12 +49,12 @@ def test_states_progress_and_listing(tmp_path, kit):
 def test_claim_then_release(tmp_path):
     run = tmp_path / "new" / "run"
     assert claim(run)  # makes the run directory
-    assert paths.claim(run).read_text() == str(os.getpid())
+    assert locks.holder(run)["pid"] == os.getpid()
     assert not claim(run)  # held by a live process (this one)
     release(run)
-    assert not paths.claim(run).exists()
+    assert not paths.lock(run).exists()
     release(run)  # nothing to release: no error
-    assert claim(run) and paths.claim(run).read_text() == str(os.getpid())
+    assert claim(run) and locks.holder(run)["pid"] == os.getpid()
 
 
 @pytest.mark.parametrize("text", ["parent", "dead", "not a pid", ""])
@@ -63,9 +62,9 @@ def test_an_unlocked_claim_file_is_free_whatever_it_says(tmp_path, text):
     """The lock decides, not the pid in the file: a file nobody holds locked is left from a dead worker."""
     run = tmp_path / "run"
     run.mkdir()
-    paths.claim(run).write_text({"parent": str(os.getppid()), "dead": str(dead_pid())}.get(text, text))
+    paths.lock(run).write_text({"parent": str(os.getppid()), "dead": str(dead_pid())}.get(text, text))
     assert claim(run)
-    assert paths.claim(run).read_text() == str(os.getpid())
+    assert locks.holder(run)["pid"] == os.getpid()
     release(run)
 
 
@@ -73,40 +72,45 @@ def test_release_never_removes_a_claim_this_process_does_not_hold(tmp_path, kit)
     run = tmp_path / "run"
     with kit.other_worker(run):
         release(run)
-        assert paths.claim(run).exists() and not claim(run)
+        assert paths.lock(run).exists() and not claim(run)
 
 
 def test_a_claim_released_between_open_and_lock_is_retaken_on_the_new_file(tmp_path, monkeypatch):
     """The race of a takeover: the file this worker opened was released (unlinked) and made anew meanwhile."""
+    import fcntl
+
     run = tmp_path / "run"
-    assert claim(run)
-    first = os.stat(paths.claim(run)).st_ino
+    run.mkdir()
+    other = os.open(paths.lock(run), os.O_CREAT | os.O_RDWR)  # another holder, by hand
+    fcntl.flock(other, fcntl.LOCK_EX)
     real_open, calls = os.open, []
 
     def open_then_lose_the_race(path, *args, **kwargs):
         fd = real_open(path, *args, **kwargs)
         if not calls:  # the holder releases right after this worker's first open
             calls.append(path)
-            release(run)
+            os.unlink(paths.lock(run))
+            os.close(other)
         return fd
 
-    monkeypatch.setattr(plan_module.os, "open", open_then_lose_the_race)
+    monkeypatch.setattr(locks.os, "open", open_then_lose_the_race)
     assert claim(run)  # first try: the opened inode was unlinked -> second try on a fresh file
     monkeypatch.undo()
-    assert len(calls) == 1 and paths.claim(run).exists()
-    assert os.stat(paths.claim(run)).st_ino != first or paths.claim(run).read_text() == str(os.getpid())
+    assert len(calls) == 1 and paths.lock(run).exists()
+    assert locks.holder(run)["pid"] == os.getpid()  # (the new file may reuse the inode number)
+    assert locks.held_here(run) and locks.is_held(run)
     release(run)
-    assert not paths.claim(run).exists()
+    assert not paths.lock(run).exists() and not locks.is_held(run)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_live_worker_keeps_its_claim_until_it_dies(tmp_path, kit):
     run = tmp_path / "run"
     with kit.other_worker(run) as pid:
-        assert not claim(run) and paths.claim(run).read_text() == str(pid)
+        assert not claim(run) and locks.holder(run)["pid"] == pid
         release(tmp_path / "elsewhere")  # releasing another run leaves this claim alone
         assert not claim(run)
-    assert claim(run) and paths.claim(run).read_text() == str(os.getpid())  # its worker died: taken over
+    assert claim(run) and locks.holder(run)["pid"] == os.getpid()  # its worker died: taken over
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -145,7 +149,7 @@ def test_racing_workers_never_claim_the_same_run(tmp_path):
     names = [n for ns in won.values() for n in ns]
     assert sorted(names) == sorted(r.name for r in runs)  # every run claimed exactly once
     for pid, ns in won.items():
-        assert all(paths.claim(tmp_path / n).read_text() == str(pid) for n in ns)
+        assert all(locks.holder(tmp_path / n)["pid"] == pid for n in ns)
 
 
 def test_retire_moves_finished_runs_the_plan_no_longer_names(tmp_path, kit):

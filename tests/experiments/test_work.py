@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from sparsehalo import config, paths
+from sparsehalo import config, locks, paths
 from sparsehalo.experiments import Item, claim, progress, release, waiting, work
 
 
@@ -17,7 +17,7 @@ class FakeTrain:
 
     def __call__(self, cfg, run_dir, echo):
         self.calls.append(cfg.name)
-        assert paths.claim(run_dir).read_text() == str(os.getpid())  # trained only while claimed
+        assert locks.holder(run_dir)["pid"] == os.getpid()  # trained only while claimed
         echo(f"training {cfg.name}")
         if cfg.name in self.fail:
             raise RuntimeError(f"{cfg.name} diverged")
@@ -36,7 +36,7 @@ def test_trains_in_priority_order_then_resumes_with_nothing(tmp_path, kit):
     assert train.calls == ["a", "b"] and done == [items[0], items[2]] and after == done
     assert lines == [f"== g: a seed 0 -> {items[0].run_dir}", "training a",
                      f"== b seed 0 -> {items[2].run_dir}", "training b"]
-    assert not any(paths.claim(i.run_dir).exists() for i in done)  # claims released
+    assert not any(paths.lock(i.run_dir).exists() for i in done)  # claims released
     assert progress(items) == (3, 3, 1)
     again = FakeTrain(kit)
     assert work(lambda: items, train=again, echo=lines.append) == [] and again.calls == []
@@ -61,7 +61,7 @@ def test_runs_claimed_by_a_live_worker_are_left_to_it(tmp_path, kit):
     train = FakeTrain(kit)
     with kit.other_worker(items[0].run_dir) as pid:  # another worker is training "a"
         assert work(lambda: items, train=train, echo=lambda s: None) == items[1:]
-        assert paths.claim(items[0].run_dir).read_text() == str(pid)
+        assert locks.holder(items[0].run_dir)["pid"] == pid
     assert train.calls == ["b", "c"] and progress(items) == (2, 3, 0)
 
 
@@ -69,11 +69,11 @@ def test_a_run_whose_worker_died_is_taken_over(tmp_path, kit):
     a = item(tmp_path, "a")
     proc = subprocess.Popen(["true"])
     proc.wait()
-    paths.claim(a.run_dir).parent.mkdir(parents=True)
-    paths.claim(a.run_dir).write_text(str(proc.pid))
+    paths.lock(a.run_dir).parent.mkdir(parents=True)
+    paths.lock(a.run_dir).write_text(str(proc.pid))
     train = FakeTrain(kit)
     assert work(lambda: [a], train=train, echo=lambda s: None) == [a] and train.calls == ["a"]
-    assert not paths.claim(a.run_dir).exists()
+    assert not paths.lock(a.run_dir).exists()
 
 
 def test_a_failed_run_releases_its_claim_and_is_retried_next_time(tmp_path, kit):
@@ -81,7 +81,7 @@ def test_a_failed_run_releases_its_claim_and_is_retried_next_time(tmp_path, kit)
     after = []
     with pytest.raises(RuntimeError, match="a diverged"):
         work(lambda: items, train=FakeTrain(kit, fail={"a"}), echo=lambda s: None, after=after.append)
-    assert after == [] and not paths.claim(items[0].run_dir).exists() and progress(items) == (0, 2, 0)
+    assert after == [] and not paths.lock(items[0].run_dir).exists() and progress(items) == (0, 2, 0)
     assert claim(items[0].run_dir)  # free for any worker
     release(items[0].run_dir)
     train = FakeTrain(kit)
@@ -94,4 +94,4 @@ def test_training_that_writes_no_summary_stops_the_worker_instead_of_looping(tmp
     items, calls = [item(tmp_path, "a")], []
     with pytest.raises(SparsehaloError, match="returned without writing"):
         work(lambda: items, train=lambda cfg, run_dir, echo: calls.append(cfg.name), echo=lambda s: None)
-    assert calls == ["a"] and not paths.claim(items[0].run_dir).exists()
+    assert calls == ["a"] and not paths.lock(items[0].run_dir).exists()

@@ -33,6 +33,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    except RecursionError:
+        raise ConfigError(f"override {key!r}: the value is nested too deeply") from None
     return key.split("."), value
 
 
@@ -57,10 +59,21 @@ def _deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
+#: the longest ``extends`` chain and the largest config file accepted
+MAX_EXTENDS = 32
+MAX_BYTES = 1 << 20
+
+
 def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """Read a TOML config; ``extends = "other.toml"`` (relative to the file) is read first and
-    overridden key by key, so a method's config states only what differs from its base."""
+    overridden key by key, so a method's config states only what differs from its base.  Chains of
+    more than :data:`MAX_EXTENDS` files, files over :data:`MAX_BYTES` and nesting too deep to parse
+    are refused."""
     path = Path(path)
+    if len(_seen) >= MAX_EXTENDS:
+        raise ConfigError(f"config file {str(path)!r}: more than {MAX_EXTENDS} files in its extends chain")
+    if path.is_file() and path.stat().st_size > MAX_BYTES:
+        raise ConfigError(f"config file {str(path)!r} is larger than {MAX_BYTES:,} bytes")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     if path.resolve() in _seen:
@@ -69,6 +82,8 @@ def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(path)!r} is nested too deeply") from None
     parent = data.pop("extends", None)
     if parent is not None:
         if not isinstance(parent, str):

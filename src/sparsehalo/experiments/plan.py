@@ -7,19 +7,18 @@ orders or looks up items reads fields instead of parsing labels.  An item whose 
 turns its waiting items into runs.
 
 A run is *finished* when its summary exists (:func:`sparsehalo.paths.summary`).  A worker takes a
-run by locking its claim file (:func:`sparsehalo.paths.claim`, an exclusive ``flock``); other
+run by locking it (:mod:`sparsehalo.locks`, an exclusive ``flock`` on its ``run.lock``); other
 workers skip locked runs, and the run of a worker that died is free again (its lock went with it;
 the run then resumes from its checkpoint).  Re-running a plan skips finished runs, so resuming is running again.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .. import paths
+from .. import locks, paths
 from ..config import Config
 from ..errors import SparsehaloError
 
@@ -77,61 +76,24 @@ def listing(items: Iterable[Item]) -> list[str]:
     return [f"{item.group:14} {state(item):8} {item.label}" for item in items]
 
 
-_HELD: dict[Path, int] = {}  # claim file -> the open, locked descriptor this process holds it by
-
-
 def claim(run_dir: str | Path) -> bool:
-    """Take the run in ``run_dir`` for this process.
+    """Take the run in ``run_dir`` for this process: its lock (:mod:`sparsehalo.locks`).
 
-    The claim is an exclusive ``flock`` on the claim file, held until :func:`release` or until the
-    process ends (the kernel drops the lock of a dead process, so there are no stale claims to
-    detect and no window in which two workers take over the same one).  The file holds the holder's
-    pid, for people.
+    The lock is held until :func:`release` or until the process ends (the kernel drops the lock of a
+    dead process, so a dead worker's run is free again and no two workers take it over together).
 
     Returns:
-        True if this process now holds the claim; False if another worker (or this process, through
+        True if this process now holds the run; False if another worker (or this process, through
         an earlier claim) holds it.
     """
-    fcntl = _fcntl()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = paths.claim(run_dir)
-    while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        try:
-            current = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            current = False
-        if not current:  # released (unlinked) between our open and our lock: lock the new file instead
-            os.close(fd)
-            continue
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        _HELD[path.absolute()] = fd
-        return True
+    if locks.held_here(run_dir):
+        return False
+    return locks.acquire(run_dir)[0]
 
 
 def release(run_dir: str | Path) -> None:
     """Give up this process's claim on ``run_dir`` (nothing happens if it holds none)."""
-    path = paths.claim(Path(run_dir))
-    fd = _HELD.pop(path.absolute(), None)
-    if fd is not None:
-        path.unlink(missing_ok=True)  # while still locked, so no one locks the file being removed
-        os.close(fd)
-
-
-def _fcntl():
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        raise SparsehaloError("sharing a plan between workers needs POSIX file locks (fcntl), "
-                              "which this platform lacks") from None
-    return fcntl
+    locks.release(run_dir)
 
 
 def retire(items: list[Item], runs_root: str | Path, to: str | Path, echo: Callable[[str], None] = print) -> list[Path]:

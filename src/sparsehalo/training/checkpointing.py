@@ -84,14 +84,31 @@ def restore(state: RunState, ckpt: dict, optimizer: bool = True) -> None:
     _set_rng_state(ckpt["rng"])
 
 
-def resume(state: RunState, ckpt: dict) -> tuple[int, list[dict]]:
-    """Put ``state`` where the checkpoint left off; returns (finished epochs, metric history)."""
-    start, history = int(ckpt["epoch"]), list(ckpt["history"])
-    phase, first = state.phase_of(start)
-    mid_phase = start > first
-    if mid_phase and phase > 0:
-        state.start_phase(phase)
-    restore(state, ckpt, optimizer=mid_phase)
+#: what a damaged state inside a readable checkpoint raises while it is loaded
+DAMAGED = (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError)
+
+
+def resume(state: RunState, ckpt: dict, where: Path | str = "checkpoint") -> tuple[int, list[dict]]:
+    """Put ``state`` where the checkpoint left off; returns (finished epochs, metric history).
+
+    Raises:
+        CheckpointError: the checkpoint belongs to another config, or a state in it (model, optimizer,
+            RNG, ...) cannot be loaded.
+    """
+    if config_of(ckpt, Path(where)).hash() != state.config.hash():
+        raise CheckpointError(f"checkpoint {str(where)!r} belongs to another config than its run directory's config.json")
+    try:
+        start, history = int(ckpt["epoch"]), list(ckpt["history"])
+        if not 0 <= start <= state.config.train.epochs:
+            raise ValueError(f"epoch {start} outside 0..{state.config.train.epochs}")
+        phase, first = state.phase_of(start)
+        mid_phase = start > first
+        if mid_phase and phase > 0:
+            state.start_phase(phase)
+        restore(state, ckpt, optimizer=mid_phase)
+    except DAMAGED as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"cannot resume from {str(where)!r}: {first_line} (delete it to train from scratch)") from None
     return start, history
 
 
@@ -116,6 +133,6 @@ def load_run(run_dir: str | Path, device: torch.device | None = None, overrides:
         if phase > 0:
             state.start_phase(phase)
         restore(state, ckpt)
-    except (RuntimeError, KeyError, ValueError) as exc:
+    except DAMAGED as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} does not match its config: {str(exc).splitlines()[0]}") from None
     return state, ckpt

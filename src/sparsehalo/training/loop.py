@@ -11,7 +11,9 @@ A :class:`~sparsehalo.methods.Method` splits the epochs into phases (one optimiz
 and acts at phase starts and after optimizer steps; the loop never branches on the method or on the
 penalty.  Re-running on the same directory resumes after the last finished epoch (bit-identical on
 CPU: the shuffle order is a pure function of seed and epoch) or, if ``summary.json`` exists, does
-nothing.  Test accuracy is logged, never used to pick a checkpoint: the final weights are the result.
+nothing.  One process at a time trains a run directory (:mod:`sparsehalo.locks`: a second is refused,
+a dead one's lock is taken over) and its first act is to delete temp files an interrupted write left;
+every file read back carries a SHA-256 (:mod:`sparsehalo.io`).  Test accuracy is logged, never used to pick a checkpoint: the final weights are the result.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .. import paths
+from .. import locks, paths
 from ..config import Config, from_dict
 from ..errors import ConfigError, DivergenceError
-from ..io import load_torch, read_json, write_csv, write_json
+from ..io import load_torch, read_json, remove_stale_temps, write_csv, write_json
 from ..progress import Progress
 from . import checkpointing
 from .state import RunState, build
@@ -128,7 +130,7 @@ def printer(echo: Callable[[str], None]) -> Hook:
 
 
 def write_summary(state: RunState, log: EpochLog) -> None:
-    write_json(paths.summary(log.run_dir), make_summary(state, log.history, log.run_dir))
+    write_json(paths.summary(log.run_dir), make_summary(state, log.history, log.run_dir), checksum=True)
 
 
 def default_hooks(echo: Callable[[str], None], offset: float) -> tuple[list[Hook], list[Hook]]:
@@ -141,13 +143,20 @@ def _prepare(config: Config, run_dir: Path, echo: Callable[[str], None]) -> bool
     """Check ``run_dir`` against ``config``; False when the run has finished already."""
     if paths.config(run_dir).exists():
         old = read_json(paths.config(run_dir), "config")
-        if from_dict(old).hash() != config.hash():
+        try:
+            if not isinstance(old, dict):
+                raise TypeError("not a JSON object")
+            old_hash = from_dict(old).hash()
+        except (ConfigError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"{str(paths.config(run_dir))!r} is not a readable sparsehalo config ({str(exc)[:120]}); "
+                              "restore it, or use another --out") from None
+        if old_hash != config.hash():
             raise ConfigError(f"{str(run_dir)!r} holds a run with a different config; use another --out")
     if paths.summary(run_dir).exists():
         echo(f"{run_dir}: already finished, skipping")
         return False
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(paths.config(run_dir), config.to_dict())
+    write_json(paths.config(run_dir), config.to_dict(), checksum=True)
     return True
 
 
@@ -160,12 +169,20 @@ def train(config: Config, run_dir: str | Path, echo: Callable[[str], None] = pri
     """
     run_dir = Path(run_dir)
     validate(config)  # nothing is written to run_dir for a config that is wrong
+    with locks.locked(run_dir, echo):  # one writer per run directory
+        for stale in remove_stale_temps(run_dir):
+            echo(f"removed {stale.name}, left by an interrupted write")
+        return _train(config, run_dir, echo, hooks)
+
+
+def _train(config: Config, run_dir: Path, echo: Callable[[str], None], hooks) -> dict:
     if not _prepare(config, run_dir, echo):
-        return read_json(paths.summary(run_dir), "summary")
+        return _finished_summary(run_dir)
     state = build(config)
     start, history = 0, []
     if paths.checkpoint(run_dir).exists():
-        start, history = checkpointing.resume(state, load_torch(paths.checkpoint(run_dir), required=checkpointing.REQUIRED))
+        start, history = checkpointing.resume(state, load_torch(paths.checkpoint(run_dir), required=checkpointing.FULL),
+                                              paths.checkpoint(run_dir))
         echo(f"resuming {run_dir} after epoch {start}/{config.train.epochs}")
     echo(f"training {config.name} ({config.hash()}) on {state.device}: {config.model.name}, penalty {config.penalty.name}, "
          f"method {config.method.name}, {config.train.epochs} epochs")
@@ -189,4 +206,12 @@ def train(config: Config, run_dir: str | Path, echo: Callable[[str], None] = pri
     end = EpochLog(run_dir, epochs - 1, history[-1] if history else {}, history, True)
     for hook in end_hooks:
         hook(state, end)
-    return read_json(paths.summary(run_dir), "summary") if paths.summary(run_dir).exists() else make_summary(state, history, run_dir)
+    return _finished_summary(run_dir) if paths.summary(run_dir).exists() else make_summary(state, history, run_dir)
+
+
+def _finished_summary(run_dir: Path) -> dict:
+    summary = read_json(paths.summary(run_dir), "summary")
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{str(paths.summary(run_dir))!r} is not a run summary (a JSON object); restore it, or delete "
+                          "it to evaluate the run again")
+    return summary
