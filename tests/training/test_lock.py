@@ -74,3 +74,11 @@ def test_the_lock_is_reentrant_within_a_process_and_released_by_the_outermost(tm
             assert locks.held_here(d)
         assert locks.held_here(d) and paths.lock(d).exists()
     assert not locks.held_here(d) and not paths.lock(d).exists()
+
+
+def test_a_run_whose_dataset_is_missing_leaves_no_directory(tmp_path, capsys):
+    code = cli.main(["train", CONFIG, "--out", str(tmp_path / "runs"), "--quiet", "--data-dir", str(tmp_path / "nothing"),
+                     *sum((["--set", s] for s in SETTINGS if "synthetic" not in s), [])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

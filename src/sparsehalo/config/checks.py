@@ -28,6 +28,8 @@ NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 
 
 def _number(value: Any, key: str) -> float:
+    if isinstance(value, int):
+        return value  # exact (an int of any size compares with the bounds without overflow)
     if not math.isfinite(value):
         raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
     return value
@@ -77,10 +79,13 @@ def run_name(value: Any, key: str) -> None:
 
 
 def finite_values(value: Any, key: str) -> None:
-    """Every number in a table (nested tables and lists included) is finite."""
+    """Every number in a table (nested tables and lists included) is finite, and every value is one
+    JSON can hold (TOML dates and times are refused: config.json and the hash could not be written)."""
     for sub, v in _leaves(value, key):
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"config key {sub!r} must be a finite number, got {v!r}")
+        if not (v is None or isinstance(v, (bool, int, float, str))):
+            raise ConfigError(f"config key {sub!r}: a {type(v).__name__} value is not allowed (numbers, strings, booleans, lists, tables)")
 
 
 def _leaves(value: Any, key: str) -> Iterable[tuple[str, Any]]:

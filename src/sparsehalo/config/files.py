@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import copy
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``--set`` overrides to a nested dict (a deep copy is returned)."""
-    data = json.loads(json.dumps(data))
+    data = copy.deepcopy(data)
     for item in overrides:
         path, value = parse_override(item)
         node = data

@@ -68,7 +68,11 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key!r} needs a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"config key {key!r}: {str(value)[:20]}... is too large for a number") from None
+        return value + 0.0  # -0.0 -> 0.0: equal configs get equal hashes
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"config key {key!r} needs a string, got {value!r}")

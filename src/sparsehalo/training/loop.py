@@ -140,7 +140,7 @@ def default_hooks(echo: Callable[[str], None], offset: float) -> tuple[list[Hook
 
 # -- the loop --------------------------------------------------------------------------------------
 def _prepare(config: Config, run_dir: Path, echo: Callable[[str], None]) -> bool:
-    """Check ``run_dir`` against ``config``; False when the run has finished already."""
+    """Check ``run_dir`` against ``config``; False when the run has finished already.  Writes nothing."""
     if paths.config(run_dir).exists():
         old = read_json(paths.config(run_dir), "config")
         try:
@@ -155,8 +155,6 @@ def _prepare(config: Config, run_dir: Path, echo: Callable[[str], None]) -> bool
     if paths.summary(run_dir).exists():
         echo(f"{run_dir}: already finished, skipping")
         return False
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(paths.config(run_dir), config.to_dict(), checksum=True)
     return True
 
 
@@ -169,16 +167,23 @@ def train(config: Config, run_dir: str | Path, echo: Callable[[str], None] = pri
     """
     run_dir = Path(run_dir)
     validate(config)  # nothing is written to run_dir for a config that is wrong
-    with locks.locked(run_dir, echo):  # one writer per run directory
-        for stale in remove_stale_temps(run_dir):
-            echo(f"removed {stale.name}, left by an interrupted write")
-        return _train(config, run_dir, echo, hooks)
+    new = not run_dir.exists()
+    try:
+        with locks.locked(run_dir, echo):  # one writer per run directory
+            for stale in remove_stale_temps(run_dir):
+                echo(f"removed {stale.name}, left by an interrupted write")
+            return _train(config, run_dir, echo, hooks)
+    finally:
+        if new and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that could not start (e.g. its dataset is missing) leaves no empty directory
 
 
 def _train(config: Config, run_dir: Path, echo: Callable[[str], None], hooks) -> dict:
     if not _prepare(config, run_dir, echo):
         return _finished_summary(run_dir)
-    state = build(config)
+    state = build(config)  # data and model: a missing dataset fails here, before anything is written
+    if not paths.config(run_dir).exists():
+        write_json(paths.config(run_dir), config.to_dict(), checksum=True)
     start, history = 0, []
     if paths.checkpoint(run_dir).exists():
         start, history = checkpointing.resume(state, load_torch(paths.checkpoint(run_dir), required=checkpointing.FULL),
