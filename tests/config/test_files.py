@@ -63,3 +63,13 @@ def test_config_extends(tmp_path):
     (tmp_path / "orphan.toml").write_text('extends = "missing.toml"\n')
     with pytest.raises(ConfigError, match="not found"):
         config_mod.load(tmp_path / "orphan.toml")
+
+
+def test_an_override_value_cannot_smuggle_in_more_keys():
+    import pytest
+
+    from sparsehalo.config import load
+    from sparsehalo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="spans several lines"):
+        load(None, ["train.epochs=5\nw = 1"])

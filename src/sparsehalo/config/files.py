@@ -29,6 +29,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r} has an empty key")
+    if "\n" in raw or "\r" in raw:
+        raise ConfigError(f"override {key!r}: the value spans several lines")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
