@@ -17,7 +17,7 @@ done
 for level in ${TARGET_LEVELS:-0.95 0.9}; do
   $SH train configs/cifar10_resnet20_cpu_halo.toml "${COMMON[@]}" --set penalty.target_sparsity=$level
 done
-$SH report $OUT/runs --out $OUT --title "CIFAR-10, ResNet-20, REDUCED CPU run (10 epochs, 1 seed): HALO vs no penalty"
+$SH report $OUT/runs --out $OUT --force --title "CIFAR-10, ResNet-20, REDUCED CPU run (10 epochs, 1 seed): HALO vs no penalty"
 {
   echo "# CIFAR-10 on a CPU: a REDUCED experiment"
   echo

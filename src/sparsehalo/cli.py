@@ -74,18 +74,21 @@ def _seed_list(text: str) -> list[int]:
 
 
 def cmd_report(args) -> int:
+    from .posthoc import one_line_warnings
     from .results import make_report
 
-    written = make_report(args.run_dirs, args.out, title=args.title, scales=not args.no_scales)
+    with one_line_warnings():
+        written = make_report(args.run_dirs, args.out, title=args.title, scales=not args.no_scales, force=args.force)
     for path in written.values():
         print(path)
     return 0
 
 
 def cmd_prune(args) -> int:
-    from .posthoc import prune_run
+    from .posthoc import one_line_warnings, prune_run
 
-    s = prune_run(args.run_dir, args.sparsity, scope=args.scope, min_density=args.min_density, device=args.device)
+    with one_line_warnings():
+        s = prune_run(args.run_dir, args.sparsity, scope=args.scope, min_density=args.min_density, device=args.device, force=args.force)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -102,9 +105,10 @@ def cmd_prune(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .posthoc import sweep_run
+    from .posthoc import one_line_warnings, sweep_run
 
-    rows = sweep_run(args.run_dir, args.sparsities, scope=args.scope, device=args.device)
+    with one_line_warnings():
+        rows = sweep_run(args.run_dir, args.sparsities, scope=args.scope, device=args.device)
     print(f"{'requested':>10}{'measured':>10}{'test acc':>10}")
     for r in rows:
         print(f"{100 * r['sparsity_requested']:>9.2f}%{100 * r['sparsity_measured']:>9.2f}%{r['test_accuracy']:>9.2f}%")
@@ -113,16 +117,17 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .posthoc import eval_checkpoint, eval_external_checkpoint
+    from .posthoc import eval_checkpoint, eval_external_checkpoint, one_line_warnings
 
-    if args.model:
-        kwargs = {"depth": args.depth} if args.depth is not None else {}
-        r = eval_external_checkpoint(args.checkpoint, args.model, args.num_classes, kwargs, data=args.data,
-                                     data_dir=args.data_dir, device=args.device)
-    else:
-        if args.data or args.depth is not None:
-            raise SparsehaloError("--data and --depth describe an external checkpoint: give --model too")
-        r = eval_checkpoint(args.checkpoint, device=args.device, data_dir=args.data_dir)
+    with one_line_warnings():
+        if args.model:
+            kwargs = {"depth": args.depth} if args.depth is not None else {}
+            r = eval_external_checkpoint(args.checkpoint, args.model, args.num_classes, kwargs, data=args.data,
+                                         data_dir=args.data_dir, device=args.device)
+        else:
+            if args.data or args.depth is not None:
+                raise SparsehaloError("--data and --depth describe an external checkpoint: give --model too")
+            r = eval_checkpoint(args.checkpoint, device=args.device, data_dir=args.data_dir)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -132,13 +137,16 @@ def cmd_eval(args) -> int:
         print(f"Conv2d weight sparsity {100 * r['conv_sparsity']:.2f}%; all parameters {100 * r['all_sparsity']:.2f}%; accuracy: {stored}")
     if r.get("test_accuracy") is not None:
         print(f"test accuracy {r['test_accuracy']:.2f}% ({r.get('dataset')}, {r.get('model')})")
+    elif r.get("note"):
+        print(f"not evaluated: {r['note']}")
     return 0
 
 
 def cmd_analyze_energy(args) -> int:
-    from .posthoc import energy_run
+    from .posthoc import energy_run, one_line_warnings
 
-    r = energy_run(args.run_dir, out=args.out, device=args.device)
+    with one_line_warnings():
+        r = energy_run(args.run_dir, out=args.out, device=args.device)
     if args.json:
         print(json.dumps({k: v for k, v in r.items() if k != "spectra"}, indent=2))
         return 0
@@ -164,8 +172,11 @@ def cmd_demo(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import export_run, format_report
+    from .posthoc import one_line_warnings
 
-    report = export_run(args.run_dir, args.format, args.out, sparsity=args.sparsity, scope=args.scope, fp16=args.fp16)
+    with one_line_warnings():
+        report = export_run(args.run_dir, args.format, args.out, sparsity=args.sparsity, scope=args.scope,
+                            min_density=args.min_density, fp16=args.fp16, force=args.force)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -219,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir")
     pr.add_argument("--sparsity", type=_sparsity, required=True, help="fraction of prunable weights to remove, e.g. 0.98")
     pr.add_argument("--scope", choices=SCOPES.names(), default="global")
-    pr.add_argument("--min-density", type=float, default=None, help="global scope: keep at least this fraction of every layer")
+    pr.add_argument("--min-density", type=float, default=None, help="keep at least this fraction of every layer "
+                    "(other options than the defaults name the file, e.g. pruned/sparsity-0.98-min0.05.pt)")
+    pr.add_argument("--force", action="store_true", help="replace a pruned checkpoint of the same options that holds other results")
     pr.add_argument("--json", action="store_true", help="print the summary as JSON")
     pr.add_argument("--device")
     pr.set_defaults(func=cmd_prune)
@@ -234,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a checkpoint (ours, or another code's with --model)",
                         description="Evaluate a sparsehalo checkpoint on its test set, or measure an external one "
                                     "(e.g. --model resnet --depth 50 --num-classes 100) and evaluate it with --data.")
-    ev.add_argument("checkpoint", help="a run's checkpoint.pt, a pruned/*.pt file, or an external .pth / .pth.tar")
+    ev.add_argument("checkpoint", help="a run's checkpoint.pt, a pruned/*.pt file, a sparse export *.sparse.safetensors "
+                    "(evaluated on the dataset its stored config names; sparsity only without one), or with --model an "
+                    "external .pth / .pth.tar")
     ev.add_argument("--model", choices=model_names(), help="external checkpoint: registered model name")
     ev.add_argument("--depth", type=int, help="external checkpoint: ResNet depth")
     ev.add_argument("--num-classes", type=int, default=10, help="external checkpoint: number of classes (default 10)")
@@ -268,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="output directory")
     rp.add_argument("--title", default=None)
     rp.add_argument("--no-scales", action="store_true", help="skip the learned-scale plots of HALO runs")
+    rp.add_argument("--force", action="store_true", help="replace files in --out that sparsehalo did not write "
+                    "(by default only files of an earlier report, unchanged since, are replaced)")
     rp.set_defaults(func=cmd_report)
 
     ex = sub.add_parser("export", help="write a run's (pruned) model compactly (sparse) or as a plain state dict (dense)",
@@ -277,8 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=list(FORMATS), required=True)
     ex.add_argument("--sparsity", type=_sparsity, default=None, help="export the weights `sparsehalo prune --sparsity S` wrote (either scope)")
     ex.add_argument("--scope", choices=SCOPES.names(), default=None, help="with --sparsity: which prune, when both scopes exist")
+    ex.add_argument("--min-density", type=float, default=None, help="with --sparsity: the prune made with this --min-density")
     ex.add_argument("--fp16", action="store_true", help="sparse format: store values in fp16")
     ex.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/...)")
+    ex.add_argument("--force", action="store_true", help="replace an existing output file with other content "
+                    "(exporting the same content again always succeeds)")
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_export)
 

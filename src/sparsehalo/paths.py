@@ -43,27 +43,55 @@ def pruned_dir(root: Path) -> Path:
     return Path(root) / "pruned"
 
 
-def pruned_stem(sparsity: float, scope: str = "global") -> str:
-    """``sparsity-0.98`` for a global prune, ``sparsity-0.98-layer`` for a per-layer one."""
-    return f"sparsity-{level_name(sparsity)}" + ("" if scope == "global" else f"-{scope}")
+def pruned_stem(sparsity: float, scope: str = "global", min_density: float | None = None) -> str:
+    """``sparsity-0.98`` for a global prune with the default options; every other option is spelled
+    after it: ``sparsity-0.98-layer`` (per-layer scope), ``sparsity-0.98-min0.05`` (``--min-density
+    0.05``), ``sparsity-0.98-layer-min0.05``.  A ``min_density`` of None or 0 (no floor) is the default."""
+    stem = f"sparsity-{level_name(sparsity)}" + ("" if scope == "global" else f"-{scope}")
+    return stem + (f"-min{min_density:g}" if min_density else "")
 
 
-def pruned_checkpoint(root: Path, sparsity: float, scope: str = "global") -> Path:
+def pruned_options(sparsity: float, path: Path) -> tuple[str, float | None] | None:
+    """``(scope, min_density)`` of a pruned file named by :func:`pruned_stem` at ``sparsity``, or None
+    if its name is not one."""
+    base = pruned_stem(sparsity)
+    name = Path(path).name
+    stem = name[: -len(".pt")] if name.endswith(".pt") else name[: -len(".json")] if name.endswith(".json") else None
+    if stem is None or not (stem == base or stem.startswith(base + "-")):
+        return None
+    rest = stem[len(base):]
+    min_density = None
+    head, sep, tail = rest.rpartition("-min")
+    if sep:
+        try:
+            min_density = float(tail)
+        except ValueError:
+            min_density = None
+        else:
+            rest = head
+    scope = rest.removeprefix("-") or "global"
+    if pruned_stem(sparsity, scope, min_density) != stem:
+        return None
+    return scope, min_density
+
+
+def pruned_checkpoint(root: Path, sparsity: float, scope: str = "global", min_density: float | None = None) -> Path:
     """The weights (and mask) written by ``sparsehalo prune``."""
-    return pruned_dir(root) / f"{pruned_stem(sparsity, scope)}.pt"
+    return pruned_dir(root) / f"{pruned_stem(sparsity, scope, min_density)}.pt"
 
 
-def pruned_summary(root: Path, sparsity: float, scope: str = "global") -> Path:
+def pruned_summary(root: Path, sparsity: float, scope: str = "global", min_density: float | None = None) -> Path:
     """What ``sparsehalo prune`` measured."""
-    return pruned_dir(root) / f"{pruned_stem(sparsity, scope)}.json"
+    return pruned_dir(root) / f"{pruned_stem(sparsity, scope, min_density)}.json"
 
 
 def pruned_checkpoints(root: Path, sparsity: float) -> list[Path]:
-    """The pruned checkpoints of ``root`` at ``sparsity`` that exist, one per scope."""
+    """The pruned checkpoints of ``root`` at ``sparsity`` that exist, one per set of options (scope,
+    ``min_density``): the default one first, then the others by name."""
     d = pruned_dir(root)
     stem = pruned_stem(sparsity)
     found = [d / f"{stem}.pt"] + sorted(d.glob(f"{stem}-*.pt"))
-    return [p for p in found if p.is_file()]
+    return [p for p in found if p.is_file() and pruned_options(sparsity, p) is not None]
 
 
 def sweep_csv(root: Path) -> Path:

@@ -6,12 +6,19 @@ prune-a-copy-and-measure); every file is named by :mod:`sparsehalo.paths`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
+import warnings
 from pathlib import Path
 
+import torch
+
 from . import paths
+from .config import from_dict
 from .data import load_dataset
 from .errors import CheckpointError, SparsehaloError
+from .export.api import check_run
 from .io import load_torch, new_figure, save_figure, save_torch, write_csv, write_json
 from .measure import evaluate, sparsity_table
 from .pruning import Mask
@@ -22,8 +29,32 @@ from .training.evaluate import pruned_report
 PRUNED_FORMAT = "sparsehalo-pruned-1"
 
 
+@contextlib.contextmanager
+def one_line_warnings(prefix: str = "sparsehalo: warning: "):
+    """Inside, every warning is printed as one line ``<prefix><message>`` on stderr (for the CLI)."""
+    with warnings.catch_warnings():
+        def show(message, category, filename, lineno, file=None, line=None):
+            text = " ".join(str(message).split())
+            print(f"{prefix}{text}", file=sys.stderr if file is None else file)
+
+        warnings.showwarning = show
+        yield
+
+
+def run_of(path: str | Path) -> Path | None:
+    """The run directory ``path`` belongs to (``RUN/checkpoint.pt``, ``RUN/pruned/*.pt``), else None."""
+    path = Path(path)
+    if path.name == paths.checkpoint(path.parent).name and paths.is_run(path.parent):
+        return path.parent
+    if path.parent.name == paths.pruned_dir(path.parent.parent).name and paths.is_run(path.parent.parent):
+        return path.parent.parent
+    return None
+
+
 def _load(run_dir: Path, device: str | None):
-    return load_run(run_dir, resolve_device(device) if device else None)[0]
+    state, ckpt = load_run(run_dir, resolve_device(device) if device else None)
+    check_run(run_dir, ckpt, paths.checkpoint(Path(run_dir)))
+    return state
 
 
 def _check_sparsity(sparsity: float) -> None:
@@ -31,14 +62,49 @@ def _check_sparsity(sparsity: float) -> None:
         raise SparsehaloError(f"--sparsity must be in [0, 1), got {sparsity}")
 
 
-def prune_run(run_dir: str | Path, sparsity: float, scope: str = "global", min_density: float | None = None, device: str | None = None) -> dict:
-    """Prune a finished run's final weights; writes ``pruned/sparsity-S[-scope].pt`` and ``.json``."""
+def _same_content(a, b) -> bool:
+    """Whether two loaded torch objects hold the same values (tensors compared on the CPU, with dtype)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+                and torch.equal(a.detach().cpu(), b.detach().cpu()))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same_content(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_content(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def _refuse_other_prune(path: Path, obj: dict) -> None:
+    """Refuse to replace a pruned checkpoint that holds other results than ``obj``."""
+    try:
+        old = load_torch(path)
+    except CheckpointError:
+        old = None
+    if old is None or not _same_content(old, obj):
+        raise SparsehaloError(f"{str(path)!r} exists and holds other results (the run's weights changed since, or the file "
+                              "is damaged); pass --force to replace it")
+
+
+def prune_run(run_dir: str | Path, sparsity: float, scope: str = "global", min_density: float | None = None,
+              device: str | None = None, force: bool = False) -> dict:
+    """Prune a finished run's final weights; writes ``pruned/<stem>.pt`` and ``.json``.
+
+    The stem (:func:`paths.pruned_stem`) spells every option that is not the default, so prunes at
+    one sparsity with other options (``scope``, ``min_density``) are kept side by side.  The same
+    options again rewrite the same results; an existing file with other results (the run's weights
+    changed since) is only replaced with ``force``.
+
+    Raises:
+        SparsehaloError: a bad sparsity, or an existing pruned checkpoint with other results and no
+            ``force``.
+        CheckpointError: as :func:`check_run` (the checkpoint is not the run's).
+    """
     _check_sparsity(sparsity)
     run_dir = Path(run_dir)
     state = _load(run_dir, device)
     with pruned_report(state, sparsity, scope, min_density) as (summary, mask):
-        ckpt_path = paths.pruned_checkpoint(run_dir, sparsity, scope)
-        save_torch(ckpt_path, {
+        ckpt_path = paths.pruned_checkpoint(run_dir, sparsity, scope, min_density)
+        obj = {
             "format": PRUNED_FORMAT,
             "config": json.dumps(state.config.to_dict()),
             "model": state.model.state_dict(),
@@ -46,9 +112,12 @@ def prune_run(run_dir: str | Path, sparsity: float, scope: str = "global", min_d
             "num_classes": state.data.num_classes,
             "sparsity_requested": sparsity,
             "scope": scope,
-        })
+        }
+        if ckpt_path.exists() and not force:
+            _refuse_other_prune(ckpt_path, obj)
+        save_torch(ckpt_path, obj)
     summary["checkpoint"] = str(ckpt_path)
-    write_json(paths.pruned_summary(run_dir, sparsity, scope), summary)
+    write_json(paths.pruned_summary(run_dir, sparsity, scope, min_density), summary, checksum=True)
     return summary
 
 
@@ -93,10 +162,86 @@ def plot_sweep(rows: list[dict], path: Path, title: str, denominator: str) -> No
     save_figure(fig, path)
 
 
-def eval_checkpoint(path: str | Path, device: str | None = None, data_dir: str | None = None) -> dict:
-    """Evaluate a sparsehalo checkpoint (training or pruned) on its dataset's test split."""
+def is_sparse_export(path: str | Path) -> bool:
+    """Whether ``path`` is a safetensors file (a sparse export): by its name, else by its first bytes
+    (an 8-byte little-endian header length, then the JSON header's ``{``)."""
     path = Path(path)
+    if path.name.endswith(".safetensors"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8
+
+
+def _file_table(state: dict, eps: float = 1e-3):
+    """A sparsity table over a state dict's floating-point tensors of dim >= 2 (no model known)."""
+    from .measure.sparsity import LayerSparsity, SparsityTable
+
+    rows = []
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() >= 2:
+            rows.append(LayerSparsity(name, t.numel(), int(t.count_nonzero()), int((t.abs() <= eps).sum()), tuple(t.shape)))
+    if not rows:
+        raise CheckpointError("the sparse export holds no floating-point tensor of dim >= 2 to measure")
+    total = sum(r.total for r in rows)
+    return SparsityTable(rows, eps, f"{total:,} entries of the file's floating-point tensors of dim >= 2 (model unknown)")
+
+
+def _eval_sparse_export(path: Path, device: str | None, data_dir: str | None) -> dict:
+    """:func:`eval_checkpoint` of a sparse export: rebuilt from its stored config and evaluated on
+    its dataset, or (no config stored) measured only."""
+    from .export import load_sparse, read_metadata, read_sparse_state
+    from .imports import is_import_path
+
+    meta = read_metadata(path)
+    out = {"checkpoint": str(path), "format": meta.get("format", "unknown"), "model": None, "dataset": None,
+           "test_accuracy": None, "test_loss": None}
+    if "config" not in meta:
+        table = _file_table(read_sparse_state(path)[0])
+        out["note"] = "the file records no config: model and dataset unknown, sparsity only"
+    else:
+        model = load_sparse(path)  # rebuilt from the stored config (checked there)
+        config = from_dict(json.loads(meta["config"]))
+        out["model"] = config.model.name
+        table = sparsity_table(model, prunable_parameters(model, types=tuple(config.prune.types), biases=config.prune.biases),
+                               eps=config.prune.eps, label="prunable weights")
+        if is_import_path(config.data.name):
+            out["note"] = (f"dataset {config.data.name!r} is named by import path, which is never imported from a file: "
+                           "dataset unknown, sparsity only")
+        else:
+            if data_dir:
+                config.run.data_dir = data_dir
+            dev = resolve_device(device or "auto")  # the file may have been trained elsewhere
+            data = load_data(config, dev, validation=False)
+            if "num_classes" in meta and meta["num_classes"] != str(data.num_classes):
+                raise CheckpointError(f"sparse export {str(path)!r} has {meta['num_classes']} classes, its dataset "
+                                      f"{config.data.name!r} {data.num_classes}")
+            r = evaluate(model.to(dev), data.test.batches(config.data.eval_batch_size))
+            out.update(dataset=config.data.name, test_accuracy=r["accuracy"], test_loss=r["loss"])
+    out.update(sparsity=table.sparsity, natural_sparsity=table.natural_sparsity, denominator=table.denominator, table=str(table))
+    return out
+
+
+def eval_checkpoint(path: str | Path, device: str | None = None, data_dir: str | None = None) -> dict:
+    """Evaluate a sparsehalo file on its dataset's test split.
+
+    ``path`` is a run's ``checkpoint.pt`` (its mask is None for an unpruned one-shot run), a
+    ``pruned/*.pt`` of ``sparsehalo prune``, or a sparse export (``*.sparse.safetensors``, rebuilt
+    from the config it stores; without one, or with a dataset named by import path, only its sparsity
+    is measured and ``dataset`` is None).  A file inside a run directory is first checked against the
+    run (:func:`check_run`).
+    """
+    path = Path(path)
+    if is_sparse_export(path):
+        return _eval_sparse_export(path, device, data_dir)
     ckpt = load_torch(path, required=("model", "config"))
+    run = run_of(path)
+    if run is not None:
+        check_run(run, ckpt, path)
     config = config_of(ckpt, path)
     if data_dir:
         config.run.data_dir = data_dir

@@ -191,7 +191,7 @@ def test_export_run_finds_a_prune_of_either_scope(tmp_path, tiny_settings):
         stored = load_torch(paths.pruned_checkpoint(run, 0.9, scope))["model"]
         written = torch.load(out, weights_only=True)
         assert all(torch.equal(written[k], stored[k]) for k in stored)
-    assert export.export_run(run, "sparse", sparsity=0.9, scope="global")["source"].endswith(paths.pruned_checkpoint(run, 0.9).name)
+    assert export.export_run(run, "sparse", sparsity=0.9, scope="global", force=True)["source"].endswith(paths.pruned_checkpoint(run, 0.9).name)
 
     with pytest.raises(CheckpointError, match=r"sparsehalo prune .* --sparsity 0.5 --scope layer` first"):
         export.export_run(run, "sparse", sparsity=0.5, scope="layer")

@@ -267,9 +267,9 @@ class Campaign:
         runs, long = self.out / "runs", self.out / "long"
         rows = aggregate(load_summaries(find_runs([runs]))) if has_runs(runs) else []
         if rows:
-            make_report([runs], self.out, title=f"{self.name}: {self.title}")
+            make_report([runs], self.out, title=f"{self.name}: {self.title}", force=True)
         if has_runs(long):
-            make_report([long], long, title=f"{self.name}: {self.long_title}")
+            make_report([long], long, title=f"{self.name}: {self.long_title}", force=True)
         if sweeps := self.sweep_table():
             write_table(self.out / "sweep.csv", sweeps)
         return rows

@@ -9,8 +9,10 @@ directory's final or pruned weights, finding its files through :mod:`sparsehalo.
 
 from __future__ import annotations
 
+import io as _stdio
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from .. import paths
 from ..config import from_dict
 from ..data import DATASETS, normalize_name
 from ..errors import CheckpointError, ConfigError, SparsehaloError
-from ..io import atomic_write_bytes, load_torch, save_torch
+from ..io import atomic_write_bytes, load_torch, read_json, save_torch
 from ..measure import count_nonzero
 from ..imports import is_import_path
 from ..selection import aliases, prunable_parameters, unwrap
@@ -40,7 +42,21 @@ def _report(fmt: str, path: Path, dense_bytes: int, **extra) -> dict:
     return {"format": fmt, "path": str(path), "dense_fp32_bytes": dense_bytes, "file_bytes": size, "ratio": size / dense_bytes if dense_bytes else None, **extra}
 
 
-def export_sparse(model: nn.Module, path: str | Path, *, values_dtype: torch.dtype = torch.float32, metadata: dict | None = None) -> dict:
+def _write_unless_other(path: Path, data: bytes, overwrite: bool, checksum: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically; with ``overwrite=False`` an existing ``path`` holding
+    other bytes is refused (the same bytes are written again: exporting twice is idempotent)."""
+    if path.exists() and not overwrite:
+        try:
+            same = path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+        except OSError:
+            same = False
+        if not same:
+            raise SparsehaloError(f"{str(path)!r} exists and differs from this export; pass --force to replace it, or choose another --out")
+    atomic_write_bytes(path, lambda f: f.write(data), checksum=checksum)
+
+
+def export_sparse(model: nn.Module, path: str | Path, *, values_dtype: torch.dtype = torch.float32, metadata: dict | None = None,
+                  overwrite: bool = True) -> dict:
     """Write ``model``'s state dict in the compact sparse format (atomically).
 
     Args:
@@ -51,6 +67,8 @@ def export_sparse(model: nn.Module, path: str | Path, *, values_dtype: torch.dty
             casts back to the original dtype).
         metadata: extra ``{str: str}`` header entries; give ``config`` (a config JSON string) and
             ``num_classes`` so that :func:`load_sparse` can rebuild the model on its own.
+        overwrite: False refuses to replace an existing ``path`` that holds other bytes (one that
+            holds exactly these bytes is rewritten with them).
 
     Returns:
         ``{"format", "path", "dense_fp32_bytes", "file_bytes", "ratio", "values_dtype", "tensors"}``;
@@ -59,7 +77,8 @@ def export_sparse(model: nn.Module, path: str | Path, *, values_dtype: torch.dty
         of non-zeros and payload bytes.
 
     Raises:
-        SparsehaloError: a bad ``values_dtype`` or metadata, or values that overflow ``float16``.
+        SparsehaloError: a bad ``values_dtype`` or metadata, values that overflow ``float16``, or
+            (``overwrite=False``) an existing ``path`` with other content.
     """
     path = Path(path)
     model = unwrap(model)  # names of the plain model, so the file loads into it
@@ -67,21 +86,28 @@ def export_sparse(model: nn.Module, path: str | Path, *, values_dtype: torch.dty
     tied = aliases(model)
     sparse_names = {alias for n in prunable_parameters(model) for alias in (n, *tied.get(n, ()))}
     data, tensors = encode_state(state, sparse_names, values_dtype, metadata)
-    atomic_write_bytes(path, lambda f: f.write(data))
+    _write_unless_other(path, data, overwrite)
     return _report("sparse", path, _dense_fp32_bytes(state), values_dtype=str(values_dtype).removeprefix("torch."), tensors=tensors)
 
 
-def export_dense(model: nn.Module, path: str | Path) -> dict:
-    """Write ``model.state_dict()`` with ``torch.save`` (atomically).
+def export_dense(model: nn.Module, path: str | Path, *, overwrite: bool = True) -> dict:
+    """Write ``model.state_dict()`` with ``torch.save`` (atomically, with its sidecar SHA-256).
 
     The file loads with ``torch.load(path, weights_only=True)`` into the unmodified model class.
+    ``overwrite=False`` refuses to replace an existing ``path`` that holds other bytes (one that holds
+    exactly these bytes is rewritten with them).
 
     Returns:
         ``{"format", "path", "dense_fp32_bytes", "file_bytes", "ratio"}``.
     """
     path = Path(path)
     state = unwrap(model).state_dict()
-    save_torch(path, state)
+    if overwrite:
+        save_torch(path, state)
+    else:
+        buf = _stdio.BytesIO()
+        torch.save(state, buf)  # the bytes save_torch writes (both save to a file object)
+        _write_unless_other(path, buf.getvalue(), overwrite, checksum=True)
     return _report("dense", path, _dense_fp32_bytes(state))
 
 
@@ -158,48 +184,107 @@ def _num_classes(config, ckpt: Mapping) -> int | None:
     return DATASETS[key].num_classes
 
 
+def _run_config_hash(run_dir: Path) -> str | None:
+    """The hash of ``run_dir``'s ``config.json``; None when it has none."""
+    path = paths.config(run_dir)
+    if not path.is_file():
+        return None
+    raw = read_json(path, "run config")
+    try:
+        if not isinstance(raw, dict):
+            raise TypeError("not a JSON object")
+        return from_dict(raw).hash()
+    except (ConfigError, TypeError, ValueError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ConfigError(f"{str(path)!r} is not a readable sparsehalo config ({first}); restore it from the run") from None
+
+
+def check_run(run_dir: str | Path, ckpt: dict, source: str | Path) -> None:
+    """Check that ``ckpt`` (read from ``source``, a file of ``run_dir``) belongs to the run (used by
+    every command that reads a run: prune, sweep, export, eval).
+
+    The config stored in the checkpoint must hash like the run's ``config.json`` (a run directory
+    without one is not checked).  Warns (``UserWarning``, one line) when the run is unfinished (no
+    ``summary.json``) or its weights are not finite (the run diverged).
+
+    Raises:
+        CheckpointError: the checkpoint belongs to another config.
+        ConfigError: ``config.json`` is unreadable.
+    """
+    run_dir, source = Path(run_dir), Path(source)
+    want = _run_config_hash(run_dir)
+    config = config_of(ckpt, source)
+    if want is not None:
+        have = config.hash()
+        if have != want:
+            raise CheckpointError(f"{str(source)!r} belongs to another config (hash {have}) than {str(paths.config(run_dir))!r} "
+                                  f"(hash {want}); restore the run's files, or use the run that wrote it")
+    model = ckpt.get("model")
+    if isinstance(model, dict) and any(isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+                                       for t in model.values()):
+        warnings.warn(f"{str(source)!r} holds non-finite weights: the run diverged", stacklevel=3)
+    if not paths.summary(run_dir).exists():
+        epoch = ckpt.get("epoch")
+        done = (f" (checkpoint after epoch {epoch} of {config.train.epochs})"
+                if isinstance(epoch, int) and not isinstance(epoch, bool) else "")
+        warnings.warn(f"{str(run_dir)!r} is unfinished{done}: it has no summary.json (interrupted or diverged), so these "
+                      "are not its final weights; re-run its `sparsehalo train` command to finish it", stacklevel=3)
+
+
+
 def _scope_of(sparsity: float, path: Path) -> str:
     """The pruning scope a file of :func:`paths.pruned_checkpoints` was written with."""
-    rest = path.stem[len(paths.pruned_stem(sparsity)) :]
-    return rest.removeprefix("-") or "global"
+    options = paths.pruned_options(sparsity, path)
+    return options[0] if options else "global"
 
 
-def _prune_command(root: Path, sparsity: float, scope: str | None) -> str:
-    extra = f" --scope {scope}" if scope not in (None, "global") else ""
-    return f"`sparsehalo prune {root} --sparsity {paths.level_name(sparsity)}{extra}`"
+def _options_text(scope: str | None, min_density: float | None) -> str:
+    """The options of ``sparsehalo prune`` / ``export`` that select a prune, as typed."""
+    return (f" --scope {scope}" if scope not in (None, "global") else "") + (f" --min-density {min_density:g}" if min_density else "")
 
 
-def find_source(run_dir: str | Path, sparsity: float | None = None, scope: str | None = None) -> Path:
+def _prune_command(root: Path, sparsity: float, scope: str | None, min_density: float | None = None) -> str:
+    return f"`sparsehalo prune {root} --sparsity {paths.level_name(sparsity)}{_options_text(scope, min_density)}`"
+
+
+def find_source(run_dir: str | Path, sparsity: float | None = None, scope: str | None = None, min_density: float | None = None) -> Path:
     """The checkpoint :func:`export_run` reads: the final one, or the pruned one at ``sparsity``.
 
     Args:
         run_dir: a run directory.
         sparsity: None for the final weights; else the level given to ``sparsehalo prune``.
-        scope: the pruning scope of that prune (``"global"``, ``"layer"``); None takes whichever
-            exists.
+        scope: the pruning scope of that prune (``"global"``, ``"layer"``).
+        min_density: the ``--min-density`` of that prune.  With ``scope`` or ``min_density``, the
+            prune with exactly these options (the other one at its default) is taken; with neither,
+            whichever prune exists at ``sparsity``.
 
     Raises:
-        SparsehaloError: ``scope`` without ``sparsity``, or no ``scope`` while prunes of several
-            scopes exist at ``sparsity``.
-        CheckpointError: no pruned checkpoint of that level (and scope); names the prune command.
+        SparsehaloError: ``scope`` / ``min_density`` without ``sparsity``, or neither while prunes
+            with several options exist at ``sparsity`` (the message lists them).
+        CheckpointError: no pruned checkpoint of that level (and options); names the prune command.
     """
     root = Path(run_dir)
     if sparsity is None:
-        if scope is not None:
-            raise SparsehaloError("--scope selects a pruned checkpoint; give --sparsity too")
+        if scope is not None or min_density is not None:
+            raise SparsehaloError(f"{'--scope' if scope is not None else '--min-density'} selects a pruned checkpoint; give --sparsity too")
         return paths.checkpoint(root)
-    if scope is not None:
-        source = paths.pruned_checkpoint(root, sparsity, scope)
+    if scope is not None or min_density is not None:
+        source = paths.pruned_checkpoint(root, sparsity, scope or "global", min_density)
         if not source.is_file():
-            raise CheckpointError(f"{str(source)!r} not found; run {_prune_command(root, sparsity, scope)} first")
+            raise CheckpointError(f"{str(source)!r} not found; run {_prune_command(root, sparsity, scope, min_density)} first")
         return source
     found = paths.pruned_checkpoints(root, sparsity)
     if not found:
         source = paths.pruned_checkpoint(root, sparsity)
-        raise CheckpointError(f"{str(source)!r} not found (nor a prune of another scope); run {_prune_command(root, sparsity, None)} first")
+        raise CheckpointError(f"{str(source)!r} not found (nor a prune with other options); run {_prune_command(root, sparsity, None)} first")
     if len(found) > 1:
-        scopes = ", ".join(_scope_of(sparsity, p) for p in found)
-        raise SparsehaloError(f"{root} has prunes at sparsity {paths.level_name(sparsity)} of scopes {scopes}; choose one with --scope")
+        options = [paths.pruned_options(sparsity, p) for p in found]
+        level = paths.level_name(sparsity)
+        if all(m is None for _, m in options):
+            scopes = ", ".join(s for s, _ in options)
+            raise SparsehaloError(f"{root} has prunes at sparsity {level} of scopes {scopes}; choose one with --scope")
+        listed = ", ".join(f"{p.name} ({_options_text(s, m).strip() or 'default options'})" for p, (s, m) in zip(found, options))
+        raise SparsehaloError(f"{root} has {len(found)} prunes at sparsity {level}: {listed}; choose one with --scope / --min-density (--scope global: the default options)")
     return found[0]
 
 
@@ -210,7 +295,9 @@ def export_run(
     *,
     sparsity: float | None = None,
     scope: str | None = None,
+    min_density: float | None = None,
     fp16: bool = False,
+    force: bool = False,
 ) -> dict:
     """Export a run's weights: the final checkpoint, or the pruned one with ``sparsity``.
 
@@ -220,8 +307,11 @@ def export_run(
             state dict).
         out: output file; default :func:`paths.sparse_export` / :func:`paths.dense_export` of the run.
         sparsity: export the pruned checkpoint written by ``sparsehalo prune RUN_DIR --sparsity S``.
-        scope: the ``--scope`` of that prune; None takes whichever exists (see :func:`find_source`).
+        scope, min_density: the ``--scope`` / ``--min-density`` of that prune; neither takes
+            whichever exists (see :func:`find_source`).
         fp16: store the non-zero values as float16 (sparse format only).
+        force: replace an existing output file with other content.  Without it, such a file is
+            refused; one holding exactly the new bytes is rewritten (exporting twice is idempotent).
 
     Returns:
         The report of :func:`export_sparse` / :func:`export_dense`, plus ``source`` (the checkpoint read)
@@ -229,17 +319,23 @@ def export_run(
 
     Raises:
         SparsehaloError: bad ``fmt``, ``fp16`` with the dense format, ``scope`` without
-            ``sparsity``, or prunes of several scopes and no ``scope``.
+            ``sparsity``, prunes with several options and no ``scope`` / ``min_density``, or an
+            existing output file with other content and no ``force``.
         CheckpointError: missing or unreadable checkpoint (naming the prune command for a missing
-            pruned one), or weights that do not fit the configured model.
+            pruned one), a checkpoint that belongs to another config than the run's ``config.json``,
+            or weights that do not fit the configured model.
+
+    Warns:
+        UserWarning: the run is unfinished or diverged (see :func:`check_run`).
     """
     if fmt not in FORMATS:
         raise SparsehaloError(f"export format must be sparse or dense, got {fmt!r}")
     if fp16 and fmt != "sparse":
         raise SparsehaloError("--fp16 applies to --format sparse only (the dense export is a plain fp32 state dict)")
     root = Path(run_dir)
-    source = find_source(root, sparsity, scope)
+    source = find_source(root, sparsity, scope, min_density)
     ckpt = load_torch(source, required=("model", "config"))
+    check_run(root, ckpt, source)
     config = config_of(ckpt, source)
     num_classes = _num_classes(config, ckpt)
     model = build_model(config, num_classes)
@@ -252,10 +348,10 @@ def export_run(
         meta = {"config": json.dumps(config.to_dict(), separators=(",", ":")), "num_classes": str(num_classes), "source": source.name}
         if num_classes is None:
             del meta["num_classes"]
-        report = export_sparse(model, path, values_dtype=torch.float16 if fp16 else torch.float32, metadata=meta)
+        report = export_sparse(model, path, values_dtype=torch.float16 if fp16 else torch.float32, metadata=meta, overwrite=force)
     else:
         path = Path(out) if out is not None else paths.dense_export(root)
-        report = export_dense(model, path)
+        report = export_dense(model, path, overwrite=force)
     total, nonzero = count_nonzero(prunable_parameters(model))
     report["source"] = str(source)
     report["prunable_sparsity"] = (total - nonzero) / total if total else 0.0
