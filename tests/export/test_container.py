@@ -98,17 +98,13 @@ def move_last_to_start(header, body):
         (lambda h, b: set_encoding(h, "w", shape=[1 << 40, 1 << 40]), "elements"),
         (lambda h, b: set_encoding(h, "b", shape=[4]), "does not match"),
         (lambda h, b: patch_part(h, b, "w::col", [7, 4]), "out of range"),
-        (lambda h, b: patch_part(h, b, "w::col", [4, 1]), None),  # a valid but different matrix
+        (lambda h, b: patch_part(h, b, "w::col", [4, 1]), "SHA-256"),  # a valid but different matrix: only the checksum sees it
         (lambda h, b: patch_part(h, b, "w::crow", [0, 2, 1, 2]), "row pointers"),
         (lambda h, b: patch_part(h, patch_part(h, b, "w::crow", [0, 2, 2, 2]), "w::col", [4, 1]), "strictly increasing"),
     ],
 )
 def test_corrupt_files_give_checkpoint_error(tmp_path, edit, message):
     path = tamper(tmp_path, edit)
-    if message is None:
-        state, _ = export.read_sparse_state(path)
-        assert int((state["w"] != 0).sum()) == 2
-        return
     with pytest.raises(CheckpointError, match=message) as info:
         export.read_sparse_state(path)
     assert "\n" not in str(info.value)
@@ -245,7 +241,8 @@ def test_files_of_the_old_writer_load_bit_identically(encoding):
     state, meta = export.read_sparse_state(path)
     expected = fixture_state()
     expected["a.weight"] = torch.where(expected["a.weight"] == 0, 0.0, expected["a.weight"])  # -0.0 comes back +0.0
-    assert list(state) == list(expected) and meta["note"] == NOTE and meta["format"] == export.FORMAT
+    assert list(state) == list(expected) and meta["note"] == NOTE and meta["format"] == export.OLD_FORMAT
+    assert export.CHECKSUM_KEY not in meta
     for name, t in expected.items():
         assert same_bits(state[name], t), name
     assert json.loads(meta["encodings"])["a.weight"] == {"encoding": encoding, "dtype": "F32", "shape": [6, 40], "nnz": 28}
@@ -254,8 +251,15 @@ def test_files_of_the_old_writer_load_bit_identically(encoding):
 @pytest.mark.parametrize("encoding", sorted(OLD))
 def test_writer_reproduces_the_old_files_byte_for_byte(encoding):
     old = (DATA / f"old-{encoding}.safetensors").read_bytes()
-    new, report = export.encode_state(fixture_state(), {"a.weight"}, OLD[encoding], metadata={"note": NOTE}, allowed=(encoding,))
+    new, report = export.encode_state(fixture_state(), {"a.weight"}, OLD[encoding], metadata={"note": NOTE}, allowed=(encoding,), checksum=False)
     assert new == old and report["a.weight"]["encoding"] == encoding
+    # The current format is the old one plus the checksum of the same content.
+    now, _ = export.encode_state(fixture_state(), {"a.weight"}, OLD[encoding], metadata={"note": NOTE}, allowed=(encoding,))
+    old_header, old_body = split(old)
+    new_header, new_body = split(now)
+    meta = new_header["__metadata__"]
+    assert new_body == old_body and meta.pop(export.CHECKSUM_KEY) and meta.pop("format") == export.FORMAT
+    assert old_header["__metadata__"].pop("format") == export.OLD_FORMAT and meta == old_header["__metadata__"]
 
 
 @pytest.mark.parametrize("encoding", sorted(OLD))
@@ -283,7 +287,7 @@ def test_writer_is_deterministic_and_aligns_the_data_section():
     n = struct.unpack("<Q", a[:8])[0]
     assert n % 8 == 0 and a[8 + n - 1 : 8 + n] in (b" ", b"}")
     header, _ = split(a)
-    assert list(header)[-1] == "__metadata__" and list(header["__metadata__"])[-2:] == ["format", "encodings"]
+    assert list(header)[-1] == "__metadata__" and list(header["__metadata__"])[-3:] == ["format", "encodings", export.CHECKSUM_KEY]
     assert split(a)[1] == split(b)[1] and len(a) == len(b)  # metadata order follows the caller's
 
 

@@ -14,6 +14,7 @@ import hashlib
 import os
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import DataError
 
@@ -82,24 +83,50 @@ def is_gzip(path: str | os.PathLike) -> bool:
         raise _cannot_read(path, exc) from None
 
 
-def sha256_uncompressed(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's uncompressed bytes (gunzipped when it is gzip data), streamed.
+#: The cap on one file's uncompressed bytes where no size is pinned (the largest MNIST-like IDX file
+#: is 47 MB): a few bytes of gzip can inflate to gigabytes, and nothing is inflated past this.
+MAX_UNCOMPRESSED = 1 << 31
+
+
+def uncompressed_chunks(path: str | os.PathLike, max_bytes: int | None = None) -> Iterator[bytes]:
+    """The uncompressed bytes of a file (gunzipped when it is gzip data) in chunks of at most 1 MiB.
+
+    Streamed: memory and time stay bounded by ``max_bytes`` (default :data:`MAX_UNCOMPRESSED`)
+    whatever the file claims, so a gzip bomb is refused after inflating ``max_bytes`` at most.
 
     Raises:
-        DataError: the file cannot be read, or is corrupt or truncated gzip data.
+        DataError: the file cannot be read, is corrupt or truncated gzip data, or inflates past
+            ``max_bytes``.
     """
-    h = hashlib.sha256()
+    limit = MAX_UNCOMPRESSED if max_bytes is None else max_bytes
+    total = 0
     try:
         with open(path, "rb") as raw:
             gzipped = raw.read(2) == GZIP_MAGIC
             raw.seek(0)
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
-            while chunk := stream.read(_CHUNK):
-                h.update(chunk)
+            while chunk := stream.read(min(_CHUNK, limit - total + 1)):
+                total += len(chunk)
+                if total > limit:
+                    what = "inflates to" if gzipped else "holds"
+                    raise DataError(f"{path}: {what} more than {limit:,} bytes, the most this file may hold; it is not the expected file")
+                yield chunk
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from None
     except OSError as exc:
         raise _cannot_read(path, exc) from None
+
+
+def sha256_uncompressed(path: str | os.PathLike, max_bytes: int | None = None) -> str:
+    """Hex sha256 of a file's uncompressed bytes (gunzipped when it is gzip data), streamed and
+    bounded as :func:`uncompressed_chunks`.
+
+    Raises:
+        DataError: the file cannot be read, is corrupt or truncated gzip data, or is too large.
+    """
+    h = hashlib.sha256()
+    for chunk in uncompressed_chunks(path, max_bytes):
+        h.update(chunk)
     return h.hexdigest()
 
 

@@ -38,9 +38,9 @@ def mirror_for(spec: DownloadSpec, base_url: str | None = None) -> str:
     return url.rstrip("/") + "/"
 
 
-def _is_valid(path: Path, expected: str) -> bool:
+def _is_valid(path: Path, expected: str, max_bytes: int | None = None) -> bool:
     try:
-        return sha256_uncompressed(path) == expected
+        return sha256_uncompressed(path, max_bytes) == expected
     except DataError:  # unreadable or broken gzip counts as "not valid", to be replaced
         return False
 
@@ -82,12 +82,13 @@ def fetch_verified(url: str, directory: Path, label: str, timeout: float, accept
         tmp.unlink(missing_ok=True)
 
 
-def _fetch(url: str, directory: Path, stem: str, expected: str, dataset: str, timeout: float) -> Path:
+def _fetch(url: str, directory: Path, stem: str, expected: str, dataset: str, timeout: float, max_bytes: int | None = None) -> Path:
     def accept(tmp: Path) -> Path:
         try:
-            actual = sha256_uncompressed(tmp)
-        except DataError:
-            raise DataError(f"download failed: {url}: not valid gzip or IDX data; nothing was saved") from None
+            actual = sha256_uncompressed(tmp, max_bytes)
+        except DataError as exc:
+            why = "too large" if "more than" in str(exc) else "not valid gzip or IDX data"
+            raise DataError(f"download failed: {url}: {why}; nothing was saved") from None
         if actual != expected:
             raise DataError(corrupt_message(url, actual, expected, dataset) + "; nothing was saved")
         # Name by content so a mirror serving raw bytes still yields a correctly named file.
@@ -120,7 +121,7 @@ def download_spec(
     for stem in spec.files:
         expected = spec.sha256[stem]
         present = [p for p in (directory / stem, directory / f"{stem}.gz") if p.is_file()]
-        bad = [p for p in present if not _is_valid(p, expected)]
+        bad = [p for p in present if not _is_valid(p, expected, spec.sizes.get(stem))]
         if len(bad) < len(present):
             logger.info("%s: %s already present and valid", spec.name, stem)
             # Drop a broken twin so the loader (which prefers raw files) cannot pick it up.
@@ -129,7 +130,7 @@ def download_spec(
             continue
         url = f"{mirror}{stem}.gz"
         logger.info("%s: downloading %s", spec.name, url)
-        final = _fetch(url, directory, stem, expected, spec.name, timeout)
+        final = _fetch(url, directory, stem, expected, spec.name, timeout, spec.sizes.get(stem))
         for p in bad:
             if p != final:
                 p.unlink(missing_ok=True)

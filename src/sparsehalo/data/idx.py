@@ -12,13 +12,12 @@ import gzip as _gzip
 import math
 import os
 import struct
-import zlib
 
 import numpy as np
 import torch
 
 from ..errors import DataError
-from .checksums import GZIP_MAGIC
+from .checksums import uncompressed_chunks
 
 # type code -> (big-endian numpy dtype, torch dtype)
 _CODES: dict[int, tuple[np.dtype, torch.dtype]] = {
@@ -32,25 +31,21 @@ _CODES: dict[int, tuple[np.dtype, torch.dtype]] = {
 _TORCH_TO_CODE = {tdt: code for code, (_, tdt) in _CODES.items()}
 
 
-def read_idx_bytes(path: str | os.PathLike) -> bytes:
+def read_idx_bytes(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
     """Return the uncompressed bytes of an IDX file (gunzipped if it is gzip data).
 
+    Args:
+        path: the file.
+        max_bytes: refuse a file whose content exceeds this (the pinned size of a known file;
+            default :data:`~sparsehalo.data.checksums.MAX_UNCOMPRESSED`).  Decompression is streamed
+            and stops there, so a gzip bomb costs at most ``max_bytes`` of memory.
+
     Raises:
-        DataError: the file is missing, unreadable, or not valid gzip data.
+        DataError: the file is missing, unreadable, not valid gzip data, or too large.
     """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from None
-    if raw[:2] != GZIP_MAGIC:
-        return raw
-    try:
-        return _gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+    if not os.path.exists(path):
+        raise DataError(f"{path}: file not found")
+    return b"".join(uncompressed_chunks(path, max_bytes))
 
 
 def parse_idx(buf: bytes, source: str | os.PathLike = "<bytes>") -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import atomic_write_bytes
-from .archives import READ_ERRORS, SplitArrays, member_name
+from .archives import READ_ERRORS, SplitArrays, bounded_members, member_name, read_error
 from .checksums import file_sha256
 from .paths import cache_root
 from .specs import ImageFolderSpec
@@ -71,7 +71,7 @@ def decode_image_folder_archive(path: Path, spec: ImageFolderSpec) -> SplitArray
     seen: set[str] = set()
     try:
         with tarfile.open(path, "r:*") as tar:
-            for member in tar:
+            for member in bounded_members(path, tar):
                 name = member_name(member.name)
                 parts = name.split("/")
                 if parts[0] not in members or member.isdir():
@@ -97,7 +97,7 @@ def decode_image_folder_archive(path: Path, spec: ImageFolderSpec) -> SplitArray
                 assert stream is not None  # regular files always have a stream
                 members[split].append((name, index[cls], stream.read()))
     except READ_ERRORS as exc:
-        raise DataError(f"{path}: cannot read archive ({type(exc).__name__}: {exc})") from None
+        raise read_error(path, exc) from None
 
     h, w = spec.image_size
     out = {}

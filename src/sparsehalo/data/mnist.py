@@ -55,17 +55,20 @@ def locate(spec: IdxDatasetSpec, data_dir: str | os.PathLike | None = None) -> l
 
 
 @functools.lru_cache(maxsize=16)
-def _read_checked(path: str, mtime_ns: int, size: int, expected: str, dataset: str) -> torch.Tensor:
+def _read_checked(path: str, mtime_ns: int, size: int, expected: str, dataset: str, max_bytes: int | None) -> torch.Tensor:
     # mtime and size are part of the key so a file replaced on disk is read again.
-    buf = read_idx_bytes(path)
+    buf = read_idx_bytes(path, max_bytes)
     actual = hashlib.sha256(buf).hexdigest()
     if actual != expected:
         raise DataError(mismatch_message(path, actual, expected, dataset))
     return parse_idx(buf, path)
 
 
-def read_checked(path: Path, expected: str, dataset: str) -> torch.Tensor:
+def read_checked(path: Path, expected: str, dataset: str, max_bytes: int | None = None) -> torch.Tensor:
     """Read an IDX file after checking its uncompressed sha256; cached per resolved path.
+
+    ``max_bytes`` (the pinned size) bounds decompression: a larger content is refused before the
+    checksum, having inflated at most that much.
 
     The returned tensor is shared between callers: treat it as read-only.
 
@@ -77,7 +80,7 @@ def read_checked(path: Path, expected: str, dataset: str) -> torch.Tensor:
         st = resolved.stat()
     except OSError as exc:
         raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from None
-    return _read_checked(str(resolved), st.st_mtime_ns, st.st_size, expected, dataset)
+    return _read_checked(str(resolved), st.st_mtime_ns, st.st_size, expected, dataset, max_bytes)
 
 
 def clear_cache() -> None:
@@ -88,8 +91,8 @@ def clear_cache() -> None:
 def _pair(spec: IdxDatasetSpec, files: list[Path], first: int) -> ArrayDataset:
     # files[i] holds spec.files[i]; images at `first`, their labels right after.
     images_path, labels_path = files[first], files[first + 1]
-    images = read_checked(images_path, spec.sha256[spec.files[first]], spec.name)
-    labels = read_checked(labels_path, spec.sha256[spec.files[first + 1]], spec.name)
+    images = read_checked(images_path, spec.sha256[spec.files[first]], spec.name, spec.sizes.get(spec.files[first]))
+    labels = read_checked(labels_path, spec.sha256[spec.files[first + 1]], spec.name, spec.sizes.get(spec.files[first + 1]))
     if images.dtype != torch.uint8 or images.dim() != 3:
         raise DataError(f"{images_path}: expected uint8 images [N, H, W], got {images.dtype} {list(images.shape)}")
     if labels.dim() != 1:

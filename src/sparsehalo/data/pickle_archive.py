@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Collection
 import numpy as np
 
 from ..errors import DataError
-from .archives import READ_ERRORS, SplitArrays, member_name
+from .archives import READ_ERRORS, SplitArrays, bounded_members, member_name, read_error
 from .specs import PickleArchiveSpec
 
 # ------------------------------------------------------------------------------ restricted pickle
@@ -107,7 +107,7 @@ def _read_pickles(path: Path, wanted: Collection[str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     try:
         with tarfile.open(path, "r:*") as tar:
-            for member in tar:
+            for member in bounded_members(path, tar):
                 name = member_name(member.name)
                 if name not in wanted:
                     continue
@@ -121,9 +121,7 @@ def _read_pickles(path: Path, wanted: Collection[str]) -> dict[str, Any]:
                 raw = stream.read()
                 found[name] = restricted_load(io.BytesIO(raw), f"{path}:{name}")
     except READ_ERRORS as exc:
-        raise DataError(
-            f"{path}: cannot read archive ({type(exc).__name__}: {exc}); delete it and download again"
-        ) from None
+        raise read_error(path, exc) from None
     missing = [n for n in wanted if n not in found]
     if missing:
         raise DataError(f"{path}: archive lacks {', '.join(missing)}; is it the right file?")

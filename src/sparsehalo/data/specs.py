@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import ClassVar, Mapping
 
 # Order matters: train images, train labels, test images, test labels.
@@ -26,6 +27,16 @@ IDX_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+
+# Uncompressed bytes of each file of a 60,000 + 10,000 image, 28 x 28 IDX dataset (MNIST and
+# Fashion-MNIST): a 16-byte header and one byte per pixel, an 8-byte header and one byte per label.
+# Reading stops at these, so a small crafted gzip cannot inflate to gigabytes first.
+IDX_SIZES = MappingProxyType({
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+})
 
 # The MNIST copy shipped inside the package (searched last when no data directory is given).  It is
 # part of the MNIST spec, so it lives here rather than in paths.py, which keeps both modules leaves.
@@ -64,6 +75,7 @@ class IdxDatasetSpec:
         num_classes: labels must lie in ``[0, num_classes)``.
         vendored_dir: copy shipped with the package, searched last (None if there is none).
         files: the four file stems in train-images, train-labels, test-images, test-labels order.
+        sizes: file stem -> uncompressed bytes; no file is inflated past its size.
     """
 
     name: str
@@ -73,6 +85,7 @@ class IdxDatasetSpec:
     num_classes: int = 10
     vendored_dir: Path | None = None
     files: tuple[str, ...] = field(default=IDX_FILES)
+    sizes: Mapping[str, int] = field(default_factory=lambda: IDX_SIZES)
 
     @property
     def file_choices(self) -> tuple[tuple[str, ...], ...]:

@@ -9,6 +9,7 @@ directory's final or pruned weights, finding its files through :mod:`sparsehalo.
 
 from __future__ import annotations
 
+import contextlib
 import io as _stdio
 import json
 import math
@@ -18,6 +19,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
+    register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
 from .. import paths
 from ..config import from_dict
@@ -112,7 +118,12 @@ def export_dense(model: nn.Module, path: str | Path, *, overwrite: bool = True) 
 
 
 def _build_from_metadata(path: Path, meta: Mapping[str, str]) -> nn.Module:
-    """The model a sparse export's ``config`` / ``num_classes`` metadata describes, untrained."""
+    """The model a sparse export's ``config`` / ``num_classes`` metadata describes, untrained.
+
+    Bounded by the file: the constructor runs on the meta device first and is stopped once it has
+    registered much more than the file holds; its names and shapes must then equal the file's.
+    """
+    shapes = {k: tuple(r.get("shape", ())) for k, r in json.loads(meta.get("encodings", "{}")).items() if isinstance(r, dict)}
     if "config" not in meta:
         raise CheckpointError(f"sparse export {str(path)!r} holds no model config; pass model= to load_sparse")
     try:
@@ -128,19 +139,47 @@ def _build_from_metadata(path: Path, meta: Mapping[str, str]) -> nn.Module:
             f"sparse export {str(path)!r} names the model by import path {config.model.name!r}, which is never "
             "imported from a file; build the model yourself and pass model= to load_sparse"
         )
-    # Build on the meta device first: a crafted config asking for a huge model costs nothing there,
-    # and its shapes are checked against the file before any real memory is allocated.
+    # Build on the meta device first, with the file's own size as the budget: a crafted config that
+    # asks for a huge model (ResNet of depth 180002) is stopped after a few registrations, and the
+    # names and shapes it builds are compared with the file's before any real memory is allocated.
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _registration_budget(path, 4 * len(shapes) + 256):
             probe = build_model(config, num_classes)
-        numel = sum(t.numel() for t in probe.state_dict().values())
+        built = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
     except ConfigError as exc:
         raise CheckpointError(f"sparse export {str(path)!r}: {exc}") from None
     except (NotImplementedError, RuntimeError):
-        numel = 0  # a model whose constructor cannot run on meta: built directly below
-    if numel > MAX_ELEMENTS:
-        raise CheckpointError(f"sparse export {str(path)!r} describes a model of {numel:,} elements, above the {MAX_ELEMENTS:,} limit")
+        built = None  # a model whose constructor cannot run on meta: built directly, checked on load
+    if built is not None and sum(math.prod(v) for v in built.values()) > MAX_ELEMENTS:
+        raise CheckpointError(f"sparse export {str(path)!r} describes a model above the {MAX_ELEMENTS:,}-element limit")
+    if built is not None and built != shapes:
+        missing = [k for k in built if k not in shapes] or [k for k in shapes if k not in built]
+        detail = f"names differ ({', '.join(missing[:3])})" if missing else next(
+            f"{k} is {list(shapes[k])} in the file, {list(built[k])} in the model" for k in built if built[k] != shapes[k])
+        raise CheckpointError(f"sparse export {str(path)!r}: its tensors do not match the model its config describes: {detail}")
     return build_model(config, num_classes)
+
+
+@contextlib.contextmanager
+def _registration_budget(path: Path, most: int):
+    """Stop a model constructor after ``most`` registered parameters, buffers and submodules."""
+    count = 0
+
+    def hook(*_):
+        nonlocal count
+        count += 1
+        if count > most:
+            raise CheckpointError(f"sparse export {str(path)!r} describes a model far larger than the "
+                                  f"file's tensors (stopped after {most:,} parameters, buffers and modules)")
+
+    handles = [register(hook) for register in (register_module_parameter_registration_hook,
+                                               register_module_buffer_registration_hook,
+                                               register_module_module_registration_hook)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def load_sparse(path: str | Path, model: nn.Module | None = None) -> nn.Module:

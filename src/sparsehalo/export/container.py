@@ -10,8 +10,10 @@ The layout is the safetensors one::
 A state entry ``NAME`` stored dense is the tensor ``NAME``; a compact one is the tensors
 ``NAME::<part>`` of its encoding (:mod:`.encodings`).  The metadata holds ``format``
 (:data:`FORMAT`), ``encodings`` (a JSON object: for every state entry its encoding, original dtype,
-shape and, if compact, number of non-zeros) and whatever the caller adds (``config``,
-``num_classes``, ``source`` for :func:`~sparsehalo.export.export_run`).
+shape and, if compact, number of non-zeros), ``sha256`` (:func:`content_sha256`, a checksum of
+every tensor and every other metadata entry) and whatever the caller adds (``config``,
+``num_classes``, ``source`` for :func:`~sparsehalo.export.export_run`).  Files of format
+:data:`OLD_FORMAT` (written before the checksum) carry no ``sha256`` and still read.
 
 :func:`serialize` writes the file deterministically, byte for byte as sparse exports have always
 been written; ``safetensors.safe_open`` reads it.  Reading goes through the ``safetensors`` package
@@ -19,13 +21,15 @@ been written; ``safetensors.safe_open`` reads it.  Reading goes through the ``sa
 through or does not know about: duplicate JSON keys (it silently keeps one), a header above
 :data:`MAX_HEADER_BYTES`, dtypes and ranks outside ours, byte spans that do not tile the data
 section; :func:`decode_state` then refuses more elements than a limit and every inconsistent
-encoding.  Files the package itself writes (tensors sorted by dtype, metadata first) read the same.
-A corrupt or crafted file gives a :class:`~sparsehalo.errors.CheckpointError` in one line, never a
+encoding, and a file whose checksum differs from its content.  Files the package itself writes
+(tensors sorted by dtype, metadata first) read the same: the checksum covers the content, not the
+layout.  A corrupt or crafted file gives a :class:`~sparsehalo.errors.CheckpointError` in one line, never a
 crash, an out-of-range write or code execution (the file holds no pickle).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -38,9 +42,13 @@ import safetensors.torch
 import torch
 
 from ..errors import CheckpointError, SparsehaloError
+from ..io import verify
 from . import encodings as enc
 
-FORMAT = "sparsehalo-sparse-1"
+FORMAT = "sparsehalo-sparse-2"
+#: The format before the checksum: read, never written unless asked for (``checksum=False``).
+OLD_FORMAT = "sparsehalo-sparse-1"
+CHECKSUM_KEY = "sha256"
 #: Refuse headers above this size: a real one is a few kilobytes, and JSON parsing is not free.
 MAX_HEADER_BYTES = 16 << 20
 #: :func:`read_sparse_state` refuses to decode more elements than this without a model to check
@@ -48,7 +56,7 @@ MAX_HEADER_BYTES = 16 << 20
 MAX_ELEMENTS = 1 << 28
 MAX_RANK = 8
 SEP = "::"
-RESERVED_METADATA = ("format", "encodings")
+RESERVED_METADATA = ("format", "encodings", CHECKSUM_KEY)
 _CODES = {dtype: code for code, dtype in enc.DTYPES.items()}
 
 
@@ -63,6 +71,7 @@ def encode_state(
     values_dtype: torch.dtype = torch.float32,
     metadata: Mapping[str, str] | None = None,
     allowed: tuple[str, ...] = enc.COMPACT_ENCODINGS,
+    checksum: bool = True,
 ) -> tuple[bytes, dict]:
     """Serialize a state dict to the sparse file format.
 
@@ -73,6 +82,8 @@ def encode_state(
         metadata: extra ``{str: str}`` entries for the header (``format`` and ``encodings`` are ours).
         allowed: encodings a compact candidate may take (the smallest wins); restricting it is for
             tests and experiments.
+        checksum: add the ``sha256`` metadata (format :data:`FORMAT`); False writes the older
+            format :data:`OLD_FORMAT` without it, byte for byte as before.
 
     Returns:
         (file bytes, ``{name: {"encoding", "shape", "nonzero", "bytes"}}``).
@@ -104,9 +115,29 @@ def encode_state(
             tensors[f"{name}{SEP}{suffix}" if suffix else name] = part
         records[name] = enc.record(encoded, t)
         report[name] = {"encoding": encoded.encoding, "shape": list(t.shape), "nonzero": encoded.nnz, "bytes": encoded.nbytes}
-    meta["format"] = FORMAT
+    meta["format"] = FORMAT if checksum else OLD_FORMAT
     meta["encodings"] = json.dumps(records, separators=(",", ":"))
+    if checksum:
+        raws = {k: _le_bytes(t.detach().cpu().contiguous()) for k, t in tensors.items() if t.dtype in _CODES}
+        if len(raws) == len(tensors):  # else serialize names the bad dtype
+            meta[CHECKSUM_KEY] = content_sha256(((k, _CODES[t.dtype], list(t.shape), raws[k]) for k, t in tensors.items()), meta)
     return serialize(tensors, meta), report
+
+
+def content_sha256(entries, metadata: Mapping[str, str]) -> str:
+    """SHA-256 of a file's content, independent of its layout.
+
+    ``entries`` yields ``(name, dtype code, shape, little-endian bytes)`` per stored tensor; the hash
+    covers, in name order, each tensor's name, dtype, shape and bytes, then every metadata entry
+    but ``sha256`` itself (JSON, sorted keys).  Re-packing the file (another tensor order, metadata
+    first) keeps it; changing any value, name, shape or metadata entry changes it.
+    """
+    h = hashlib.sha256()
+    for name, code, shape, raw in sorted(entries, key=lambda e: e[0]):
+        h.update(json.dumps([name, code, list(shape), len(raw)]).encode())
+        h.update(raw)
+    h.update(json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def _le_bytes(t: torch.Tensor) -> bytes:
@@ -228,8 +259,10 @@ def parse_header(path: Path | str, data: bytes) -> tuple[dict[str, dict], dict[s
 
 
 def _records(path: Path | str, meta: Mapping[str, str]) -> dict:
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in (FORMAT, OLD_FORMAT):
         raise _fail(path, f"format {meta.get('format', 'missing')!r}, expected {FORMAT!r}")
+    if meta["format"] == FORMAT and CHECKSUM_KEY not in meta:
+        raise _fail(path, f"no {CHECKSUM_KEY} metadata, which format {FORMAT!r} always carries")
     try:
         records = json.loads(meta.get("encodings", ""), object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError):
@@ -308,24 +341,42 @@ def decode_state(path: Path | str, data: bytes, *, expected: Mapping[str, torch.
             state[name] = enc.decode(name, kind, code, shape, parts, records[name].get("nnz", enc.NOT_RECORDED))
         except enc.EncodingError as exc:
             raise _fail(path, str(exc)) from None
+    _check_sum(path, data, header, meta)
     return state, dict(meta)
+
+
+def _check_sum(path: Path | str, data: bytes, header: Mapping[str, dict], meta: Mapping[str, str]) -> None:
+    """Compare the ``sha256`` metadata with the content (after decoding, so a file that breaks the
+    format's rules is named for the rule it breaks; a damaged one that keeps them is caught here)."""
+    if CHECKSUM_KEY not in meta:
+        return  # OLD_FORMAT: _records refuses a FORMAT file without one
+    start = 8 + struct.unpack("<Q", data[:8])[0]
+    entries = ((name, e["dtype"], e["shape"], data[start + e["data_offsets"][0] : start + e["data_offsets"][1]]) for name, e in header.items())
+    actual = content_sha256(entries, meta)
+    if actual != meta[CHECKSUM_KEY]:
+        raise _fail(path, f"its content's SHA-256 {actual[:16]}... is not the {meta[CHECKSUM_KEY][:16]}... it records (the file is damaged)")
 
 
 def _read(path: str | Path) -> tuple[Path, bytes]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"sparse export {str(path)!r} not found")
+    verify(path)  # a sidecar (sha256sum format), where a user keeps one
     return path, path.read_bytes()
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The header metadata of a sparse export, after checking its layout (tensors are not decoded).
+    """The header metadata of a sparse export, after checking its layout and checksum (tensors are
+    not decoded).
 
     Raises:
-        CheckpointError: a missing file or an invalid layout.
+        CheckpointError: a missing file, an invalid layout or a checksum that differs.
     """
     path, data = _read(path)
-    return parse_header(path, data)[1]
+    header, meta = parse_header(path, data)
+    _records(path, meta)
+    _check_sum(path, data, header, meta)
+    return meta
 
 
 def read_sparse_state(path: str | Path, *, max_elements: int = MAX_ELEMENTS, expected: Mapping[str, torch.Size] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
