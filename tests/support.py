@@ -36,3 +36,16 @@ def run_cli(*args, cwd=ROOT, env=None, timeout=300):
         text=True,
         timeout=timeout,
     )
+
+
+def cli(capsys, *args):
+    """``sparsehalo ARGS`` in this process: (exit code, stdout, non-empty stderr lines)."""
+    from sparsehalo.cli import main
+
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, [line for line in err.splitlines() if line.strip()]

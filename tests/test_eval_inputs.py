@@ -13,21 +13,11 @@ import torch
 
 from sparsehalo import config as config_mod
 from sparsehalo import io, models, paths
-from sparsehalo.cli import main
 from sparsehalo.export import export_run, export_sparse
 from sparsehalo.posthoc import prune_run
 from sparsehalo.training import train
 
-
-def cli(capsys, *args):
-    """``sparsehalo ARGS`` in this process: (exit code, stdout, non-empty stderr lines)."""
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, [line for line in err.splitlines() if line.strip()]
+from support import cli
 
 
 def refused(capsys, *args, needle):

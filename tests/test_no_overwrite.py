@@ -15,7 +15,6 @@ import torch
 
 from sparsehalo import config as config_mod
 from sparsehalo import io, paths
-from sparsehalo.cli import main
 from sparsehalo.errors import SparsehaloError
 from sparsehalo.export import export_run, find_source
 from sparsehalo.posthoc import prune_run
@@ -23,18 +22,7 @@ from sparsehalo.results import make_report
 from sparsehalo.results.report import MANIFEST
 from sparsehalo.training import train
 
-from support import ROOT
-
-
-def cli(capsys, *args):
-    """``sparsehalo ARGS`` in this process: (exit code, stdout, non-empty stderr lines)."""
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, [line for line in err.splitlines() if line.strip()]
+from support import ROOT, cli
 
 
 def ok(capsys, *args):

@@ -139,6 +139,27 @@ def remove_stale_temps(directory: str | Path) -> list[Path]:
     return removed
 
 
+def link_copy(src: str | Path, dst: str | Path) -> None:
+    """Make ``dst`` a copy of ``src`` that shares its storage (a hard link; a real copy where the file
+    system has none), with its own sidecar.  Safe because every write here replaces a file by rename
+    and never changes one in place, so a later write of ``src`` leaves ``dst`` as it was."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    digest = (_listed(src) or [sha256_file(src)])[0]
+    remove(dst)
+    try:
+        os.link(src, dst)
+    except OSError:
+        atomic_write_bytes(dst, lambda f: f.write(src.read_bytes()))
+    _write_sidecar(dst, [digest])
+
+
+def remove(path: str | Path) -> None:
+    """Delete ``path`` and its sidecar, if they exist."""
+    Path(path).unlink(missing_ok=True)
+    sidecar(path).unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 

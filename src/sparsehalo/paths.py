@@ -19,6 +19,22 @@ def checkpoint(root: Path) -> Path:
     return Path(root) / "checkpoint.pt"
 
 
+def snapshots_dir(root: Path) -> Path:
+    """Earlier epochs' checkpoints, kept when ``run.keep_checkpoints`` > 1."""
+    return Path(root) / "checkpoints"
+
+
+def snapshot(root: Path, epoch: int) -> Path:
+    """The checkpoint after ``epoch`` finished epochs, kept under :func:`snapshots_dir`."""
+    return snapshots_dir(root) / f"epoch-{epoch:04d}.pt"
+
+
+def snapshot_epoch(path: Path) -> int | None:
+    """The epoch of a file named by :func:`snapshot`, or None."""
+    stem = Path(path).name.removeprefix("epoch-").removesuffix(".pt")
+    return int(stem) if Path(path).name == f"epoch-{stem}.pt" and stem.isdigit() else None
+
+
 def metrics(root: Path) -> Path:
     """One row per finished epoch."""
     return Path(root) / "metrics.csv"

@@ -122,6 +122,9 @@ class RunConfig:
     threads: int = _field(0, "torch threads (0: leave PyTorch's default)", check=between(0, 4096))
     eval_pruned_every: int = _field(1, "log accuracy after pruning at prune.levels every k epochs (0: only at the end)",
                                     check=between(0, None))
+    keep_checkpoints: int = _field(1, "checkpoints kept: 1 = checkpoint.pt only (the last epoch; resume and prune read it); "
+                                   "k > 1 = also checkpoints/epoch-E.pt of the k newest epochs; 0 = checkpoint.pt is deleted "
+                                   "once summary.json is written", check=between(0, 10000))
     channels_last: bool = _field(False, "NHWC memory format for conv nets on GPUs")
     keep_freed_memory: bool = _field(True, "glibc malloc keeps freed blocks (no page faults on per-step gradients)")
 

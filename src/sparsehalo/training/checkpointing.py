@@ -123,6 +123,10 @@ def config_of(ckpt: dict, where: Path) -> Config:
 def load_run(run_dir: str | Path, device: torch.device | None = None, overrides: Callable[[Config], None] | None = None) -> tuple[RunState, dict]:
     """Rebuild the run state of a run directory from its checkpoint (for prune / eval / sweep)."""
     path = paths.checkpoint(Path(run_dir))
+    if not path.exists() and paths.summary(Path(run_dir)).exists():
+        raise CheckpointError(f"run {str(run_dir)!r} finished without keeping its checkpoint (run.keep_checkpoints = 0); "
+                              "its summary.json holds the results; train the config again under another --out with "
+                              "run.keep_checkpoints >= 1 for the weights")
     ckpt = load_torch(path, required=FULL)
     config = config_of(ckpt, path)
     if overrides:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .. import locks, paths
 from ..config import Config, from_dict
 from ..errors import ConfigError, DivergenceError
-from ..io import load_torch, read_json, remove_stale_temps, write_csv, write_json
+from ..io import link_copy, load_torch, read_json, remove, remove_stale_temps, write_csv, write_json
 from ..progress import Progress
 from . import checkpointing
 from .state import RunState, build
@@ -115,7 +115,33 @@ def record(state: RunState, log: EpochLog) -> None:
 
 
 def save_checkpoint(state: RunState, log: EpochLog) -> None:
-    checkpointing.save(state, paths.checkpoint(log.run_dir), log.epoch + 1, log.history)
+    """Rewrite ``checkpoint.pt``; with ``run.keep_checkpoints = k > 1`` also keep it as a snapshot of this
+    epoch and delete all but the k newest snapshots.  Snapshots are hard links, so the run directory
+    holds at most max(k, 1) checkpoints' worth of bytes (k + 1 where the file system has no links)."""
+    path = paths.checkpoint(log.run_dir)
+    checkpointing.save(state, path, log.epoch + 1, log.history)
+    keep = state.config.run.keep_checkpoints
+    if keep > 1:
+        link_copy(path, paths.snapshot(log.run_dir, log.epoch + 1))
+    retain_snapshots(log.run_dir, keep if keep > 1 else 0)
+
+
+def retain_snapshots(run_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``checkpoints/epoch-E.pt`` (and their sidecars)."""
+    folder = paths.snapshots_dir(run_dir)
+    if not folder.is_dir():
+        return
+    found = sorted((e, p) for p in folder.glob("epoch-*.pt") if (e := paths.snapshot_epoch(p)) is not None)
+    for _, old in found[: max(len(found) - keep, 0)]:
+        remove(old)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def release_checkpoint(state: RunState, log: EpochLog) -> None:
+    """With ``run.keep_checkpoints = 0``, delete ``checkpoint.pt`` once ``summary.json`` is written."""
+    if state.config.run.keep_checkpoints == 0 and paths.summary(log.run_dir).exists():
+        remove(paths.checkpoint(log.run_dir))
 
 
 def write_metrics(state: RunState, log: EpochLog) -> None:
@@ -135,7 +161,7 @@ def write_summary(state: RunState, log: EpochLog) -> None:
 
 def default_hooks(echo: Callable[[str], None], offset: float) -> tuple[list[Hook], list[Hook]]:
     """(epoch hooks, end hooks) of ``sparsehalo train``, in the order they run."""
-    return [timer(offset), record, save_checkpoint, write_metrics, printer(echo)], [write_summary]
+    return [timer(offset), record, save_checkpoint, write_metrics, printer(echo)], [write_summary, release_checkpoint]
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -170,7 +196,7 @@ def train(config: Config, run_dir: str | Path, echo: Callable[[str], None] = pri
     new = not run_dir.exists()
     try:
         with locks.locked(run_dir, echo):  # one writer per run directory
-            for stale in remove_stale_temps(run_dir):
+            for stale in [*remove_stale_temps(run_dir), *remove_stale_temps(paths.snapshots_dir(run_dir))]:
                 echo(f"removed {stale.name}, left by an interrupted write")
             return _train(config, run_dir, echo, hooks)
     finally:
