@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import CheckpointError, SparsehaloError
 from ..measure.sparsity import count_nonzero
 from ..selection import strip_wrapper_prefixes, unwrap
+from . import torchprune
 
 
 class MaskHandle:
@@ -149,6 +150,8 @@ class Mask(Mapping):
         found, missing = {}, []
         for name in self._masks:
             plain = name if name in params else next(iter(strip_wrapper_prefixes({name: None})))
+            if plain not in params and f"{plain}_orig" in params:
+                plain = f"{plain}_orig"  # a layer reparametrized by torch.nn.utils.prune (see from_torch_prune)
             if plain in params:
                 found[name] = params[plain]
             else:
@@ -212,6 +215,29 @@ class Mask(Mapping):
 
             handles.append(optimizer.register_step_post_hook(_after_step))
         return MaskHandle(handles)
+
+    # torch.nn.utils.prune ------------------------------------------------------------------------------
+    def to_torch_prune(self, model: nn.Module) -> list[str]:
+        """Apply the mask as ``torch.nn.utils.prune.custom_from_mask`` reparametrizations (``weight_orig``,
+        ``weight_mask``), in every module that uses a tied tensor; returns the names pruned, one per use.
+
+        ``prune.remove(module, "weight")`` afterwards leaves the weights :meth:`apply` gives.
+
+        Raises:
+            CheckpointError: if the mask does not match the model (nothing is changed then).
+        """
+        return torchprune.to_torch_prune(self._masks, model)
+
+    @classmethod
+    def from_torch_prune(cls, model: nn.Module) -> "Mask":
+        """The mask of the layers ``torch.nn.utils.prune`` reparametrized, keyed ``layer.weight`` (not
+        ``weight_orig``; wrappers looked through); a tied tensor once, with ``aliases``.
+
+        Raises:
+            SparsehaloError: a tied tensor pruned in one use but not, or differently, in another.
+        """
+        masks, tied = torchprune.from_torch_prune(model)
+        return cls(masks, tied)
 
     # Persistence ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
