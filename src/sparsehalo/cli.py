@@ -170,13 +170,25 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive comma-separated integers like 1,28,28, got {text!r}")
+    return shape
+
+
 def cmd_export(args) -> int:
     from .export import export_run, format_report
     from .posthoc import one_line_warnings
 
+    if args.input_shape is not None and args.format != "onnx":
+        raise SparsehaloError("--input-shape applies to --format onnx only")
     with one_line_warnings():
         report = export_run(args.run_dir, args.format, args.out, sparsity=args.sparsity, scope=args.scope,
-                            min_density=args.min_density, fp16=args.fp16, force=args.force)
+                            min_density=args.min_density, fp16=args.fp16, force=args.force, input_shape=args.input_shape)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -287,15 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "(by default only files of an earlier report, unchanged since, are replaced)")
     rp.set_defaults(func=cmd_report)
 
-    ex = sub.add_parser("export", help="write a run's (pruned) model compactly (sparse) or as a plain state dict (dense)",
+    ex = sub.add_parser("export", help="write a run's (pruned) model compactly (sparse), as a plain state dict (dense) or as ONNX",
                         description="sparse: safetensors-layout file with CSR / bitmask / relative-index encodings "
-                                    "(load with sparsehalo.load_sparse); dense: a plain state_dict for the unmodified model class.")
+                                    "(load with sparsehalo.load_sparse); dense: a plain state_dict for the unmodified model class; "
+                                    "onnx: the dense graph with a dynamic batch dimension (needs sparsehalo[onnx]).")
     ex.add_argument("run_dir")
     ex.add_argument("--format", choices=list(FORMATS), required=True)
     ex.add_argument("--sparsity", type=_sparsity, default=None, help="export the weights `sparsehalo prune --sparsity S` wrote (either scope)")
     ex.add_argument("--scope", choices=SCOPES.names(), default=None, help="with --sparsity: which prune, when both scopes exist")
     ex.add_argument("--min-density", type=float, default=None, help="with --sparsity: the prune made with this --min-density")
     ex.add_argument("--fp16", action="store_true", help="sparse format: store values in fp16")
+    ex.add_argument("--input-shape", type=_input_shape, default=None, metavar="C,H,W",
+                    help="onnx format: one input without the batch dimension (default: the run's dataset's)")
     ex.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/...)")
     ex.add_argument("--force", action="store_true", help="replace an existing output file with other content "
                     "(exporting the same content again always succeeds)")

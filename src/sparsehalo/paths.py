@@ -138,6 +138,10 @@ def dense_export(root: Path) -> Path:
     return export_dir(root) / "model.pt"
 
 
+def onnx_export(root: Path) -> Path:
+    return export_dir(root) / "model.onnx"
+
+
 def is_run(root: Path) -> bool:
     """Whether ``root`` looks like a run directory (it holds a config)."""
     return config(root).is_file()

@@ -1,9 +1,9 @@
-"""Export trained or pruned networks: a compact sparse file and a plain dense state dict.
+"""Export trained or pruned networks: a compact sparse file, a plain dense state dict, an ONNX graph.
 
 :func:`export_sparse` writes every tensor of the model's state dict to a safetensors file, each
 Conv2d/Linear weight with enough zeros in its smallest encoding (:mod:`.encodings`, :mod:`.container`);
 :func:`load_sparse` reads it back, into a given model or one rebuilt from the stored config.
-:func:`export_dense` writes a plain ``torch.save`` state dict.  :func:`export_run` exports a run
+:func:`export_dense` writes a plain ``torch.save`` state dict, :func:`.onnx.export_onnx` an ONNX file.  :func:`export_run` exports a run
 directory's final or pruned weights, finding its files through :mod:`sparsehalo.paths`.
 """
 
@@ -29,36 +29,16 @@ from .. import paths
 from ..config import from_dict
 from ..data import DATASETS, normalize_name
 from ..errors import CheckpointError, ConfigError, SparsehaloError
-from ..io import atomic_write_bytes, load_torch, read_json, save_torch
+from ..io import load_torch, read_json, save_torch
 from ..measure import count_nonzero
 from ..imports import is_import_path
 from ..selection import aliases, prunable_parameters, unwrap
-from ..training import build_model, config_of
+from ..training import build_model, config_of, load_data
 from .container import MAX_ELEMENTS, encode_state, read_metadata, read_sparse_state
+from .onnx import export_onnx, require_onnx
+from .writing import dense_fp32_bytes as _dense_fp32_bytes, report as _report, write_unless_other as _write_unless_other
 
-FORMATS = ("sparse", "dense")
-
-
-def _dense_fp32_bytes(state: Mapping[str, torch.Tensor]) -> int:
-    return 4 * sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor))
-
-
-def _report(fmt: str, path: Path, dense_bytes: int, **extra) -> dict:
-    size = path.stat().st_size
-    return {"format": fmt, "path": str(path), "dense_fp32_bytes": dense_bytes, "file_bytes": size, "ratio": size / dense_bytes if dense_bytes else None, **extra}
-
-
-def _write_unless_other(path: Path, data: bytes, overwrite: bool, checksum: bool = False) -> None:
-    """Write ``data`` to ``path`` atomically; with ``overwrite=False`` an existing ``path`` holding
-    other bytes is refused (the same bytes are written again: exporting twice is idempotent)."""
-    if path.exists() and not overwrite:
-        try:
-            same = path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
-        except OSError:
-            same = False
-        if not same:
-            raise SparsehaloError(f"{str(path)!r} exists and differs from this export; pass --force to replace it, or choose another --out")
-    atomic_write_bytes(path, lambda f: f.write(data), checksum=checksum)
+FORMATS = ("sparse", "dense", "onnx")
 
 
 def export_sparse(model: nn.Module, path: str | Path, *, values_dtype: torch.dtype = torch.float32, metadata: dict | None = None,
@@ -337,27 +317,29 @@ def export_run(
     min_density: float | None = None,
     fp16: bool = False,
     force: bool = False,
+    input_shape: tuple[int, ...] | None = None,
 ) -> dict:
     """Export a run's weights: the final checkpoint, or the pruned one with ``sparsity``.
 
     Args:
         run_dir: a run directory.
-        fmt: ``"sparse"`` (compact file, see :mod:`.container`) or ``"dense"`` (plain ``torch.save``
-            state dict).
-        out: output file; default :func:`paths.sparse_export` / :func:`paths.dense_export` of the run.
+        fmt: ``"sparse"`` (compact file, see :mod:`.container`), ``"dense"`` (plain ``torch.save``
+            state dict) or ``"onnx"`` (the dense graph, see :mod:`.onnx`).
+        out: output file; default :func:`paths.sparse_export` / ``dense_export`` / ``onnx_export`` of the run.
         sparsity: export the pruned checkpoint written by ``sparsehalo prune RUN_DIR --sparsity S``.
         scope, min_density: the ``--scope`` / ``--min-density`` of that prune; neither takes
             whichever exists (see :func:`find_source`).
         fp16: store the non-zero values as float16 (sparse format only).
         force: replace an existing output file with other content.  Without it, such a file is
             refused; one holding exactly the new bytes is rewritten (exporting twice is idempotent).
+        input_shape: onnx: one input's shape without the batch dimension; default the run's dataset's.
 
     Returns:
-        The report of :func:`export_sparse` / :func:`export_dense`, plus ``source`` (the checkpoint read)
+        The report of :func:`export_sparse` / :func:`export_dense` / :func:`.onnx.export_onnx`, plus ``source`` (the checkpoint read)
         and ``prunable_sparsity`` (zeros among Conv2d/Linear weights).
 
     Raises:
-        SparsehaloError: bad ``fmt``, ``fp16`` with the dense format, ``scope`` without
+        SparsehaloError: bad ``fmt``, ``fp16`` with another format than sparse, ``scope`` without
             ``sparsity``, prunes with several options and no ``scope`` / ``min_density``, or an
             existing output file with other content and no ``force``.
         CheckpointError: missing or unreadable checkpoint (naming the prune command for a missing
@@ -368,9 +350,11 @@ def export_run(
         UserWarning: the run is unfinished or diverged (see :func:`check_run`).
     """
     if fmt not in FORMATS:
-        raise SparsehaloError(f"export format must be sparse or dense, got {fmt!r}")
+        raise SparsehaloError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fp16 and fmt != "sparse":
-        raise SparsehaloError("--fp16 applies to --format sparse only (the dense export is a plain fp32 state dict)")
+        raise SparsehaloError(f"--fp16 applies to --format sparse only (the {fmt} export holds fp32 weights)")
+    if fmt == "onnx":
+        require_onnx()  # before any file is read
     root = Path(run_dir)
     source = find_source(root, sparsity, scope, min_density)
     ckpt = load_torch(source, required=("model", "config"))
@@ -388,9 +372,12 @@ def export_run(
         if num_classes is None:
             del meta["num_classes"]
         report = export_sparse(model, path, values_dtype=torch.float16 if fp16 else torch.float32, metadata=meta, overwrite=force)
-    else:
+    elif fmt == "dense":
         path = Path(out) if out is not None else paths.dense_export(root)
         report = export_dense(model, path, overwrite=force)
+    else:
+        shape = input_shape or load_data(config, "cpu", validation=False).test.example_shape  # the data the run used
+        report = export_onnx(model, Path(out) if out is not None else paths.onnx_export(root), shape, overwrite=force)
     total, nonzero = count_nonzero(prunable_parameters(model))
     report["source"] = str(source)
     report["prunable_sparsity"] = (total - nonzero) / total if total else 0.0
@@ -402,6 +389,7 @@ def format_report(report: dict) -> str:
     lines = [
         f"wrote {report['path']} ({report['format']}"
         + (f", {report['values_dtype']} values" if "values_dtype" in report else "")
+        + (f", opset {report['opset']}, {report['input']} -> {report['output']}" if "opset" in report else "")
         + f") from {report.get('source', 'model')}",
         f"  {report['file_bytes']:,} bytes = {100 * report['ratio']:.2f}% of the {report['dense_fp32_bytes']:,}-byte dense fp32 payload",
     ]
