@@ -43,6 +43,9 @@ def _sparsity(text: str) -> float:
 def cmd_train(args) -> int:
     from . import config as config_mod
     from .training import train
+    from .training.distributed import from_env
+
+    world = from_env()
 
     overrides = list(args.set or [])
     if args.device:
@@ -53,14 +56,40 @@ def cmd_train(args) -> int:
         overrides.append("run.progress=false")
     seeds = args.seeds if args.seeds is not None else [None]
     configs = [config_mod.load(args.config, overrides + ([f"train.seed={s}"] if s is not None else [])) for s in seeds]
+    if args.nproc != 1:
+        if not 1 <= args.nproc <= 1024:
+            raise SparsehaloError(f"--nproc must be in 1..1024, got {args.nproc}")
+        if world.distributed:
+            raise SparsehaloError("--nproc inside a process group (torchrun already started this one); drop --nproc")
+        from .training.launch import launch
+        from .training.validate import validate
+
+        for cfg in configs:  # a bad config is one line here, before any process starts
+            validate(cfg)
+        return launch(_without_nproc(sys.argv[1:] if args.argv is None else args.argv), args.nproc)
     echo = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     for cfg in configs:  # all configs are checked before the first run starts
         run_dir = cfg.run_dir(args.out)
-        summary = train(cfg, run_dir, echo=echo)
+        summary = train(cfg, run_dir, echo=echo if world.main else (lambda s: None))
+        if not world.main:
+            continue
         if not args.quiet and summary.get("test_accuracy") is not None:
             print(f"seed {cfg.train.seed}: final test accuracy {summary['test_accuracy']:.2f}%", file=sys.stderr)
         print(run_dir)
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--nproc N`` / ``--nproc=N``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def _seed_list(text: str) -> list[int]:
@@ -229,13 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one config (resumes an interrupted run)", description="Train the experiment of a TOML config; prints the run directory as the last line.",
                        epilog=config_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("config", help="TOML config file, e.g. configs/mnist_lenet300_halo.toml")
+    t.add_argument("config", help="TOML config file (e.g. configs/mnist_lenet300_halo.toml) or a bundled config's name (e.g. mnist_lenet300_halo)")
     t.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set train.epochs=15 (repeatable)")
     t.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     t.add_argument("--data-dir", help="directory holding the dataset files (default: bundled MNIST / $SPARSEHALO_DATA_DIR)")
     t.add_argument("--seeds", type=_seed_list, default=None, help="replicates, e.g. 0,1,2 (overrides train.seed; one run directory each)")
     t.add_argument("--quiet", action="store_true", help="print only the run directory")
+    t.add_argument("--nproc", type=int, default=1, metavar="N", help="train in N local processes (data parallel, "
+                   "gloo on CPU, NCCL on GPUs; the same run and results directory as one process; several machines: torchrun)")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("prune", help="prune a run's final weights by magnitude (no fine-tuning)", description="Prune a trained run to an exact sparsity and measure it.")
@@ -328,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = None if argv is None else [str(a) for a in argv]
     try:
         return args.func(args)
     except SparsehaloError as exc:

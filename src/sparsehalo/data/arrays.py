@@ -140,6 +140,7 @@ class ArrayDataset:
         seed: int = 0,
         epoch: int = 0,
         drop_last: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` batches on the dataset's device.
 
@@ -149,6 +150,9 @@ class ArrayDataset:
             seed: run seed.
             epoch: epoch number, so each epoch gets its own order.
             drop_last: skip a final incomplete batch.
+            shard: ``(rank, size)``: yield only rank's contiguous part of each batch
+                (:func:`shard_range`); augmentation is drawn for the whole batch first, so the parts
+                of all ranks together are the single-process batch.
 
         Yields:
             ``x`` float32 ``[B, C, H, W]`` scaled to [0, 1], augmented if :attr:`augment` is set, then
@@ -168,17 +172,32 @@ class ArrayDataset:
             shift = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(shape)
             scale = torch.tensor(self.std, dtype=torch.float32, device=self.device).view(shape)
         for b in range(count):
-            lo, hi = b * batch_size, (b + 1) * batch_size
+            lo, hi = b * batch_size, min((b + 1) * batch_size, len(self))
+            part = slice(None)
+            if shard is not None:
+                start, stop = shard_range(hi - lo, *shard)
+                if aug_gen is None:
+                    lo, hi = lo + start, lo + stop
+                else:  # the whole batch's random draws, then this rank's part of them
+                    part = slice(start, stop)
             idx = slice(lo, hi) if order is None else order[lo:hi]
             if self.raw:  # a copy, as in the scaled path: the model may change its input in place
                 yield self.images[idx].clone() if order is None else self.images[idx], self.labels[idx]
                 continue
             x = self.images[idx].to(torch.float32).div_(255.0)
             if aug_gen is not None:
-                x = self.augment(x, aug_gen)
+                x = self.augment(x, aug_gen)[part]
             if shift is not None:
                 x = x.sub_(shift).div_(scale)
-            yield x, self.labels[idx]
+            yield x, self.labels[idx][part]
+
+
+def shard_range(n: int, rank: int, size: int) -> tuple[int, int]:
+    """``[start, stop)`` of rank's part of ``n`` examples split in ``size`` contiguous parts whose sizes
+    differ by at most one (the larger first, as ``torch.tensor_split``)."""
+    base, extra = divmod(n, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
 
 
 def count_batches(n: int, batch_size: int, drop_last: bool = False) -> int:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .. import imports
 from ..errors import DataError
-from .arrays import ArrayDataset, Splits, _check_batch_size, count_batches, shuffle_order
+from .arrays import ArrayDataset, Splits, _check_batch_size, count_batches, shard_range, shuffle_order
 
 IN_MEMORY = ("auto", "yes", "no")
 
@@ -67,14 +67,20 @@ class StreamDataset:
         return count_batches(len(self), batch_size, drop_last)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(x, y)`` batches on :attr:`device`, in :func:`~.arrays.shuffle_order` when shuffling."""
+                drop_last: bool = False, shard: tuple[int, int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(x, y)`` batches on :attr:`device`, in :func:`~.arrays.shuffle_order` when shuffling
+        (``shard=(rank, size)``: rank's contiguous part of each batch, see :func:`~.arrays.shard_range`)."""
         _check_batch_size(batch_size)
-        order = shuffle_order(len(self), seed, epoch).tolist() if shuffle else None
+        order = shuffle_order(len(self), seed, epoch).tolist() if shuffle else list(range(len(self)))
         # Its own generator (for the workers' seeds): the global one, which dropout draws from, stays
         # as it is in the stacked path.
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        loader = DataLoader(self.dataset, batch_size=batch_size, sampler=order, drop_last=drop_last, generator=g,
+        groups = [order[lo:lo + batch_size] for lo in range(0, len(order), batch_size)]
+        if drop_last and groups and len(groups[-1]) < batch_size:
+            groups.pop()
+        if shard is not None:
+            groups = [group[slice(*shard_range(len(group), *shard))] for group in groups]
+        loader = DataLoader(self.dataset, batch_sampler=groups, generator=g,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda")
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), torch.as_tensor(y).long().to(self.device, non_blocking=True)

@@ -44,6 +44,14 @@ class GMP(Method):
     def label(self, penalty: str) -> str:
         return "GMP"
 
+    def phases(self, epochs: int) -> list[int]:
+        """One phase; checks the pruning window against ``epochs`` (before any data is read)."""
+        end = self.opts.end_epoch if self.opts.end_epoch >= 0 else epochs + self.opts.end_epoch
+        if not 0 <= self.opts.start_epoch < end <= epochs or self.opts.frequency < 1:
+            raise ConfigError(f"GMP prunes from start_epoch to end_epoch: needs 0 <= {self.opts.start_epoch:g} < {end:g} <= "
+                              f"train.epochs={epochs} (end_epoch {self.opts.end_epoch:g}; < 0 counts from the end) and frequency >= 1")
+        return super().phases(epochs)
+
     def _bounds(self, run) -> tuple[int, int]:
         spe, total = run.steps_per_epoch, run.steps_per_epoch * run.config.train.epochs
         start = int(round(self.opts.start_epoch * spe))

@@ -29,13 +29,13 @@ import torch.nn.functional as F
 
 from .. import locks, paths
 from ..config import Config, from_dict
-from ..errors import ConfigError, DivergenceError
+from ..errors import ConfigError, DivergenceError, SparsehaloError
 from ..io import link_copy, load_torch, read_json, remove, remove_stale_temps, write_csv, write_json
 from ..progress import Progress
-from . import checkpointing
+from . import checkpointing, distributed
 from .state import RunState, build
 from .summary import epoch_line, epoch_row, make_summary
-from .validate import validate
+from .validate import resolve_device, validate
 
 
 @dataclass
@@ -53,11 +53,19 @@ Hook = Callable[[RunState, EpochLog], None]
 
 
 def train_epoch(state: RunState, epoch: int, bar: Progress) -> dict[str, float]:
-    """One pass over the shuffled training split; returns mean loss, accuracy and the last penalty."""
+    """One pass over the shuffled training split; returns mean loss, accuracy and the last penalty.
+
+    Distributed (:mod:`.distributed`), each rank steps on its shard of every global batch with the
+    loss ``N / n * sum(CE over the shard) + penalty``, so DDP's average is the single-process gradient;
+    the penalty's gradients are averaged over the ranks, and the epoch's statistics summed over them.
+    """
     cfg, model, penalty = state.config, state.model, state.penalty
     opt, sched = state.optimizer, state.scheduler
     step_hook = state.method.after_step if state.method.has_step_hook else None
     first_step = epoch * state.steps_per_epoch
+    world, forward = state.world, state.forward
+    batch_size, n_train = cfg.data.batch_size, len(state.data.train)
+    scale_grads = [p for p in penalty.parameters() if p.requires_grad] if world.distributed else []
     model.train()
     ce_sum = torch.zeros((), device=state.device)
     correct = torch.zeros((), device=state.device, dtype=torch.long)
@@ -65,32 +73,44 @@ def train_epoch(state: RunState, epoch: int, bar: Progress) -> dict[str, float]:
     pen = torch.zeros((), device=state.device)
     autocast, scaler = state.precision()
     channels_last = cfg.run.channels_last
-    for i, (x, y) in enumerate(state.data.train.batches(cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch)):
+    for i, (x, y) in enumerate(state.train_batches(epoch)):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
-            out = model(x)
-            ce = F.cross_entropy(out, y)
+            out = forward(x)
+            if world.distributed:  # the sum over this shard; scaled to the global batch's mean below
+                ce = F.cross_entropy(out, y, reduction="sum")
+                ce_scale = world.size / min(batch_size, n_train - i * batch_size)
+            else:
+                ce = F.cross_entropy(out, y)
         pen = penalty()  # in float32: its terms are tiny next to the loss (0 for no penalty)
-        loss = ce.float() + pen
+        loss = (ce.float() * ce_scale if world.distributed else ce.float()) + pen
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
+            distributed.average_([p.grad for p in scale_grads], world)
             opt.step()
         else:
             scaler.scale(loss).backward()
+            distributed.average_([p.grad for p in scale_grads], world)
             scaler.step(opt)
             scaler.update()
         sched.step()
         if step_hook is not None:
             step_hook(state, first_step + i + 1)
-        ce_sum.add_(ce.detach(), alpha=y.shape[0])
+        ce_sum.add_(ce.detach(), alpha=1 if world.distributed else y.shape[0])
         correct.add_((out.detach().argmax(1) == y).sum())
         seen += y.shape[0]
         if bar.due(i):  # the only host syncs inside the epoch, and only on a terminal
             bar.update(i, loss=(ce_sum / seen).item(), penalty=pen.item())
     bar.close()
-    ce_mean, pen_v = (ce_sum / max(seen, 1)).item(), pen.detach().item()
+    if world.distributed:  # the whole global batch's statistics, equal on every rank
+        totals = torch.tensor([float(seen)], device=state.device)
+        ce_sum = ce_sum.reshape(1)
+        correct = correct.reshape(1)
+        distributed.sum_([ce_sum, correct, totals], world)
+        seen = int(totals.item())
+    ce_mean, pen_v = (ce_sum.sum() / max(seen, 1)).item(), pen.detach().item()
     if not (math.isfinite(ce_mean) and math.isfinite(pen_v)):
         raise DivergenceError(
             f"non-finite loss in epoch {epoch + 1} (cross-entropy {ce_mean}, penalty {pen_v}); "
@@ -188,34 +208,59 @@ def train(config: Config, run_dir: str | Path, echo: Callable[[str], None] = pri
           hooks: tuple[list[Hook], list[Hook]] | None = None) -> dict:
     """Train (or resume, or skip) the experiment ``config`` in ``run_dir``; return the summary.
 
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), every process calls this: rank 0 takes the lock,
+    checks the directory and tells the others whether to train (:mod:`.distributed`); the other
+    ranks train without hooks and return ``{}``.
+
     Args:
-        hooks: (epoch hooks, end hooks); default :func:`default_hooks`.
+        hooks: (epoch hooks, end hooks); default :func:`default_hooks` (rank 0 only).
     """
     run_dir = Path(run_dir)
     validate(config)  # nothing is written to run_dir for a config that is wrong
-    new = not run_dir.exists()
+    world = distributed.from_env()
+    if world.distributed:
+        distributed.init(world, distributed.device_for(world, resolve_device(config.run.device)))
+        if not world.main:
+            return _follow(config, run_dir, world)
+    new, told = not run_dir.exists(), False
     try:
         with locks.locked(run_dir, echo):  # one writer per run directory
             for stale in [*remove_stale_temps(run_dir), *remove_stale_temps(paths.snapshots_dir(run_dir))]:
                 echo(f"removed {stale.name}, left by an interrupted write")
-            return _train(config, run_dir, echo, hooks)
+            ready = _prepare(config, run_dir, echo)
+            told = True
+            distributed.agree("train" if ready else "finished", world)
+            return _train(config, run_dir, echo, hooks, world) if ready else _finished_summary(run_dir)
+    except BaseException as exc:
+        if not told:  # the other ranks wait for a verdict: they fail with the same line
+            distributed.agree(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, world)
+        raise
     finally:
         if new and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a run that could not start (e.g. its dataset is missing) leaves no empty directory
 
 
-def _train(config: Config, run_dir: Path, echo: Callable[[str], None], hooks) -> dict:
-    if not _prepare(config, run_dir, echo):
-        return _finished_summary(run_dir)
-    state = build(config)  # data and model: a missing dataset fails here, before anything is written
-    if not paths.config(run_dir).exists():
+def _follow(config: Config, run_dir: Path, world: distributed.World) -> dict:
+    """A rank other than 0: train if rank 0 says so, writing nothing."""
+    verdict = distributed.agree(None, world)
+    if verdict == "train":
+        _train(config, run_dir, lambda _: None, ([], []), world)
+    elif verdict != "finished":
+        raise SparsehaloError(verdict)
+    return {}
+
+
+def _train(config: Config, run_dir: Path, echo: Callable[[str], None], hooks, world: distributed.World) -> dict:
+    state = build(config, world=world)  # data and model: a missing dataset fails here, before anything is written
+    if world.main and not paths.config(run_dir).exists():
         write_json(paths.config(run_dir), config.to_dict(), checksum=True)
     start, history = 0, []
     if paths.checkpoint(run_dir).exists():
         start, history = checkpointing.resume(state, load_torch(paths.checkpoint(run_dir), required=checkpointing.FULL),
                                               paths.checkpoint(run_dir))
         echo(f"resuming {run_dir} after epoch {start}/{config.train.epochs}")
-    echo(f"training {config.name} ({config.hash()}) on {state.device}: {config.model.name}, penalty {config.penalty.name}, "
+    where = f"{state.device}" + (f" x {world.size} processes" if world.distributed else "")
+    echo(f"training {config.name} ({config.hash()}) on {where}: {config.model.name}, penalty {config.penalty.name}, "
          f"method {config.method.name}, {config.train.epochs} epochs")
     if state.penalty.needs_params:
         echo(f"penalty {config.penalty.name}: {state.penalty.summary(state.model)}")
@@ -228,12 +273,19 @@ def _train(config: Config, run_dir: Path, echo: Callable[[str], None], hooks) ->
             if phase > 0:
                 state.start_phase(phase)
             state.method.begin_phase(state, phase)
-        # One pass over the data, then the row of this epoch.
-        stats = train_epoch(state, epoch, Progress(state.steps_per_epoch, f"epoch {epoch + 1}/{epochs}", enabled=config.run.progress))
+            state.sync_from_main()
+        # One pass over the data, then the row of this epoch (rank 0 evaluates and logs).
+        bar = Progress(state.steps_per_epoch, f"epoch {epoch + 1}/{epochs}", enabled=config.run.progress and world.main)
+        stats = train_epoch(state, epoch, bar)
+        distributed.check_same(state.shared_tensors(), world, f"after epoch {epoch + 1}")
+        if not world.main:
+            continue
         log = EpochLog(run_dir, epoch, epoch_row(state, epoch, stats, final=epoch + 1 == epochs), history, epoch + 1 == epochs)
         # Time, record, checkpoint, metrics.csv, log line.
         for hook in epoch_hooks:
             hook(state, log)
+    if not world.main:
+        return {}
     end = EpochLog(run_dir, epochs - 1, history[-1] if history else {}, history, True)
     for hook in end_hooks:
         hook(state, end)

@@ -21,7 +21,8 @@ from ..data import Splits, load_dataset
 from ..errors import ConfigError
 from ..pruning import Mask, MaskHandle
 from ..selection import prunable_parameters
-from . import optimizers
+from . import distributed, optimizers
+from .distributed import SINGLE, World
 from .validate import resolve_device, validate
 
 
@@ -42,6 +43,12 @@ class RunState:
     mask: Mask | None = None
     mask_handle: MaskHandle | None = None
     scaler: torch.amp.GradScaler | None = None  # fp16 only
+    world: World = SINGLE
+    forward: nn.Module | None = None  # what the training step calls: the model, or its DDP wrapper
+
+    def __post_init__(self) -> None:
+        if self.forward is None:
+            self.forward = self.model
 
     def phase_of(self, epoch: int) -> tuple[int, int]:
         """(phase index, first epoch of that phase) for a 0-based epoch."""
@@ -98,6 +105,22 @@ class RunState:
         if self.mask is not None:
             self.set_mask(self.mask)
 
+    def shared_tensors(self) -> list[torch.Tensor]:
+        """What every rank must hold alike: the network's and the penalty's state and the mask."""
+        tensors = [*self.model.state_dict(keep_vars=True).values(), *self.penalty.state_dict(keep_vars=True).values()]
+        tensors += list(self.mask.values()) if self.mask is not None else []
+        return [t.data for t in tensors if isinstance(t, torch.Tensor)]
+
+    def sync_from_main(self) -> None:
+        """Give every rank rank 0's network, penalty and mask (after a method acted at a phase start)."""
+        distributed.broadcast_(self.shared_tensors(), self.world)
+
+    def train_batches(self, epoch: int):
+        """The training batches of ``epoch`` this process steps on (its shard of each global batch)."""
+        shard = (self.world.rank, self.world.size) if self.world.distributed else None
+        return self.data.train.batches(self.config.data.batch_size, shuffle=True, seed=self.config.train.seed,
+                                       epoch=epoch, shard=shard)
+
     def batches(self, split: str = "test"):
         """Evaluation batches of ``split`` (``"val"`` or ``"test"``)."""
         return getattr(self.data, split).batches(self.config.data.eval_batch_size)
@@ -123,13 +146,14 @@ def load_data(config: Config, device: torch.device | str = "cpu", validation: bo
     return data.to(device)
 
 
-def build(config: Config, device: torch.device | None = None) -> RunState:
+def build(config: Config, device: torch.device | None = None, world: World = SINGLE) -> RunState:
     """Build data, model, penalty, method, and the optimizer and schedule of the first phase.
 
-    The model is initialized from ``train.seed``.
+    The model is initialized from ``train.seed``.  With a distributed ``world`` the process joins the
+    process group and the training step calls the model through DDP (:mod:`.distributed`).
     """
     validate(config)  # every setting, before the data is read
-    device = device or resolve_device(config.run.device)
+    device = distributed.device_for(world, device or resolve_device(config.run.device))
     if config.run.threads > 0:
         torch.set_num_threads(config.run.threads)
     if config.run.keep_freed_memory:
@@ -143,13 +167,17 @@ def build(config: Config, device: torch.device | None = None) -> RunState:
     steps = data.train.num_batches(config.data.batch_size)
     if steps == 0:
         raise ConfigError(f"the training set ({len(data.train)} examples) gives no batch of size {config.data.batch_size}")
+    distributed.check_batches(len(data.train), config.data.batch_size, world)
     options = pc.options()
     if options.get("target_sparsity") is not None and options.get("total_steps") is None:
         options["total_steps"] = steps * config.train.epochs  # target mode: the schedule's time axis
     penalty = penalties.build(pc.name, model, **pc.selection(), **options).to(device)
     penalty.check_partition(model)
     method = methods.build(config.method.name, config.method.sparsity, config.method.options)
-    state = RunState(config, device, data, model, penalty, None, None, steps, method, method.phases(config.train.epochs))
+    distributed.init(world, device)
+    forward = distributed.wrap(model, world, device)
+    state = RunState(config, device, data, model, penalty, None, None, steps, method, method.phases(config.train.epochs),
+                     world=world, forward=forward)
     state.start_phase(0)
     return state
 

@@ -98,5 +98,5 @@ def validate(config: Config) -> None:
     schedules.SCHEDULES.get(config.schedule.name)
     SCOPES.get(config.prune.scope)
     _check_dataset(config)
-    methods.build(config.method.name, config.method.sparsity, config.method.options)
+    methods.build(config.method.name, config.method.sparsity, config.method.options).phases(config.train.epochs)
     _check_model_and_penalty(config)
