@@ -17,10 +17,11 @@ metrics.csv are committed, checkpoints are not.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from sparsehalo import paths
-from sparsehalo.experiments import listing, progress, short_key, work
+from sparsehalo.experiments import listing, pending_commands, progress, short_key, work
 from sparsehalo.experiments.campaign import Campaign, Study, add_arguments, configure
 from sparsehalo.io import atomic_write_text, read_json
 from sparsehalo.results import (MISSING, cell, find_runs, has_runs, load_summaries, markdown_table, replace_block,
@@ -288,9 +289,18 @@ def main() -> int:
     ap.add_argument("--campaign", choices=list(CAMPAIGNS), help="only this campaign (default: all, in order)")
     ap.add_argument("--report", action="store_true", help="only rewrite results/<campaign>/ from finished runs")
     ap.add_argument("--plan", action="store_true", help="list the planned runs and whether they are finished")
+    ap.add_argument("--list-commands", action="store_true",
+                    help="print one idempotent `sparsehalo train ...` per unfinished run, for a scheduler (a SLURM job "
+                         "array, GNU parallel); runs that wait for a sweep are counted on stderr: list again later")
     add_arguments(ap)
     args = ap.parse_args()
     campaigns = {name: configure(CAMPAIGNS[name], args) for name in ([args.campaign] if args.campaign else CAMPAIGNS)}
+    if args.list_commands:
+        lines, waiting = pending_commands([i for c in campaigns.values() for i in c.plan()])
+        print("\n".join(lines))
+        if waiting:
+            print(f"# {waiting} more wait for their validation sweeps: list again when these finish", file=sys.stderr)
+        return 0
     if args.plan:
         for c in campaigns.values():
             for line in listing(c.plan()):

@@ -6,11 +6,12 @@
 """
 
 from .choice import best, best_at, best_per_level, score, val_by_level
-from .plan import Item, claim, finished, listing, progress, release, retire, state, waiting, work
+from .plan import (Item, claim, command, finished, listing, pending_commands, progress, release, retire, state, waiting,
+                   with_origin, work)
 from .sweep import Trial, grid, outcomes, overrides, setting_name, short_key, table, trials, write_table
 
 __all__ = [
-    "Item", "Trial", "best", "best_at", "best_per_level", "claim", "finished", "grid", "listing", "outcomes",
-    "overrides", "progress", "release", "retire", "score", "setting_name", "short_key", "state", "table", "trials",
-    "val_by_level", "waiting", "work", "write_table",
+    "Item", "Trial", "best", "best_at", "best_per_level", "claim", "command", "finished", "grid", "listing", "outcomes",
+    "overrides", "pending_commands", "progress", "release", "retire", "score", "setting_name", "short_key", "state",
+    "table", "trials", "val_by_level", "waiting", "with_origin", "work", "write_table",
 ]

@@ -29,7 +29,7 @@ from typing import Callable
 from .. import config, paths
 from ..results import accuracy_by_seed, aggregate, find_runs, has_runs, load_summaries, make_report, read_summary
 from .choice import best, best_at, best_per_level
-from .plan import Item, retire, waiting
+from .plan import Item, retire, waiting, with_origin
 from .sweep import Trial, grid, outcomes, overrides, setting_name, table, trials, write_table
 
 Point = dict
@@ -84,8 +84,10 @@ class Campaign:
 
     # -- configs and sweeps --------------------------------------------------------------------
     def load(self, model: str, method: str, *sets: str) -> config.Config:
-        """The config of (model, method): the committed TOML, the campaign's run settings, ``sets``."""
-        return config.load(self.configs / f"{self.prefix}_{model}_{method}.toml", [*self.settings, *sets])
+        """The config of (model, method): the committed TOML, the campaign's run settings, ``sets``
+        (recorded as its origin, so :func:`~.plan.command` can say how to train it)."""
+        path, sets = self.configs / f"{self.prefix}_{model}_{method}.toml", [*self.settings, *sets]
+        return with_origin(config.load(path, sets), path, sets)
 
     def sweep(self, model: str, method: str, study: Study | None = None) -> list[Trial]:
         """Validation trials (10,000 held-out training images) of a method's grid, or of a study's."""

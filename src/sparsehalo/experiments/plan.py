@@ -14,6 +14,7 @@ the run then resumes from its checkpoint).  Re-running a plan skips finished run
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -74,6 +75,42 @@ def progress(items: Iterable[Item]) -> tuple[int, int, int]:
 def listing(items: Iterable[Item]) -> list[str]:
     """One line per item: group, state and label (what ``--plan`` prints)."""
     return [f"{item.group:14} {state(item):8} {item.label}" for item in items]
+
+
+def with_origin(cfg: Config, path: str | Path, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Record on ``cfg`` the config file and overrides it was loaded from (for :func:`command`)."""
+    cfg.__dict__["_origin"] = (Path(path).resolve(), tuple(overrides))
+    return cfg
+
+
+def command(item: Item, program: str = "sparsehalo") -> str:
+    """The shell command that trains ``item``: ``sparsehalo train FILE --out ROOT --set ... --quiet``.
+
+    Idempotent like every ``train``: a finished run is skipped, an unfinished one resumes, and a run
+    another process trains is refused by its lock (exit 2), so a scheduler may start it twice.
+
+    Raises:
+        SparsehaloError: the item waits, or its config has no recorded origin, or the command would
+            not rebuild the same run directory (checked here, by loading it).
+    """
+    from ..config import load
+
+    origin = getattr(item.config, "_origin", None) if item.config is not None else None
+    if origin is None:
+        raise SparsehaloError(f"{item.label!r} has no config file and overrides to train it from")
+    path, overrides = origin
+    if load(path, list(overrides)).run_dir(item.root) != item.run_dir:
+        raise SparsehaloError(f"{item.label!r}: its file and overrides do not rebuild its config")
+    words = [program, "train", str(path), "--out", str(Path(item.root).resolve())]
+    for o in overrides:
+        words += ["--set", o]
+    return shlex.join([*words, "--quiet"])
+
+
+def pending_commands(items: Iterable[Item], program: str = "sparsehalo") -> tuple[list[str], int]:
+    """(one :func:`command` per unfinished run, the number of items that wait for a choice)."""
+    items = list(items)
+    return [command(i, program) for i in items if not i.waiting and not finished(i)], sum(i.waiting for i in items)
 
 
 def claim(run_dir: str | Path) -> bool:
