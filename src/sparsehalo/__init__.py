@@ -24,7 +24,27 @@ from .penalties import HALO, L1, MCP, SCAD, SWS, GroupHALO, GroupLasso, NoPenalt
 from .pruning import Mask, prune
 from .selection import prunable_parameters
 
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The installed distribution's version; in a source tree that was never installed, pyproject.toml's."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("sparsehalo")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    import tomllib
+    from pathlib import Path
+
+    try:  # src/sparsehalo/__init__.py -> pyproject.toml at the root of the tree
+        project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+        return str(project["version"]) if project.get("name") == "sparsehalo" else "0+unknown"
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "HALO",

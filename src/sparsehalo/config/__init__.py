@@ -16,11 +16,11 @@ is an error naming ``l1`` and what it takes.
 
 Modules: :mod:`.values` (typed reading of a table: :func:`from_section`), :mod:`.penalty` (the
 flat ``penalty`` section), :mod:`.sections` (the other sections, :class:`Config` and its hash),
-:mod:`.files` (TOML, ``extends``, ``--set``), :mod:`.describe` (the reference of every key).
+:mod:`.files` (TOML, ``extends``, ``--set``, bundled configs by name), :mod:`.describe` (the reference of every key).
 """
 
 from .describe import describe
-from .files import apply_overrides, from_dict, load, parse_override, read_toml
+from .files import apply_overrides, bundled_configs, bundled_dir, from_dict, load, parse_override, read_toml, resolve_config
 from .penalty import FLAT_PENALTY_KEYS, PenaltyConfig, penalty_settings
 from .sections import (
     Config,
@@ -39,4 +39,5 @@ __all__ = [
     "Config", "ModelConfig", "DataConfig", "PenaltyConfig", "MethodConfig", "OptimConfig", "ScheduleConfig",
     "TrainConfig", "PruneConfig", "RunConfig", "FLAT_PENALTY_KEYS", "penalty_settings", "from_section",
     "check_value", "from_dict", "load", "read_toml", "parse_override", "apply_overrides", "describe",
+    "bundled_configs", "bundled_dir", "resolve_config",
 ]

@@ -1,8 +1,10 @@
-"""Configs from files and the command line: TOML with ``extends``, ``--set key=value`` overrides."""
+"""Configs from files and the command line: TOML with ``extends``, ``--set key=value`` overrides, and the
+configs shipped with the package, found by name (``sparsehalo train mnist_lenet300_halo``)."""
 
 from __future__ import annotations
 
 import copy
+import difflib
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -94,10 +96,47 @@ def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return data
 
 
+def bundled_dir() -> Path | None:
+    """The folder of the configs shipped with the package: ``sparsehalo/configs`` (in a source tree a link to
+    the checkout's ``configs/``; where links are not checked out, that folder itself), None if absent."""
+    package = Path(__file__).resolve().parent.parent
+    candidates = [package / "configs"] + ([package.parent.parent / "configs"] if package.parent.name == "src" else [])
+    return next((d for d in candidates if d.is_dir()), None)
+
+
+def bundled_configs() -> list[str]:
+    """The names of the bundled configs (file names without ``.toml``), sorted."""
+    folder = bundled_dir()
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder is not None else []
+
+
+def resolve_config(path: str | Path) -> Path:
+    """The config file ``path`` names: an existing file as it is; else a bare name (no folder; ``.toml``
+    optional) of a bundled config; else ``path`` unchanged (:func:`read_toml` says it is not found).
+
+    Raises:
+        ConfigError: a bare name that is neither a file nor a bundled config (the message lists them).
+    """
+    text = str(path)
+    if Path(path).is_file() or not text or "/" in text or "\\" in text or text.startswith("."):
+        return Path(path)
+    name = text.removesuffix(".toml")
+    folder = bundled_dir()
+    if folder is not None and (folder / f"{name}.toml").is_file():
+        return folder / f"{name}.toml"
+    names = bundled_configs()
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"config {text!r} is neither a file nor a bundled config{hint}; bundled configs: "
+                      + (", ".join(names) if names else "none (this installation has none)"))
+
+
 def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a TOML config file (or defaults when ``path`` is None) and apply overrides."""
+    """Read a TOML config file, or a bundled config by name (:func:`resolve_config`), or defaults when
+    ``path`` is None, and apply overrides."""
     data: dict = {}
     if path is not None:
+        path = resolve_config(path)
         data = read_toml(path)
         data.setdefault("name", Path(path).stem)
     return from_dict(apply_overrides(data, list(overrides)))
