@@ -1,5 +1,6 @@
 """Helpers shared by the tests (importable: ``pythonpath = ["tests"]`` in pyproject.toml)."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -23,6 +24,19 @@ def shared_path(*parts: str) -> Path:
             pytest.fail(f"CI is set but {path} is missing (CI always has ../shared)")
         pytest.skip(f"needs {path} (the sibling ../shared checkout), which is absent here")
     return path
+
+
+def require_extra(module: str, extra: str):
+    """Import ``module`` of the optional extra ``extra``, or skip the calling test module.
+
+    Under ``CI`` (which installs every extra) a missing module fails instead of skipping.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {module} is not importable ({exc}): install 'sparsehalo[{extra}]'")
+        pytest.skip(f"needs {module}: pip install 'sparsehalo[{extra}]'", allow_module_level=True)
 
 
 def run_cli(*args, cwd=ROOT, env=None, timeout=300):
