@@ -40,6 +40,11 @@ def metrics(root: Path) -> Path:
     return Path(root) / "metrics.csv"
 
 
+def tensorboard(root: Path) -> Path:
+    """TensorBoard event files (``run.loggers = ["tensorboard"]``)."""
+    return Path(root) / "tensorboard"
+
+
 def summary(root: Path) -> Path:
     """The result; its presence marks a finished run."""
     return Path(root) / "summary.json"

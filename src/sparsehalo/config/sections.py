@@ -119,6 +119,11 @@ class RunConfig:
     device: str = _field("auto", "auto | cpu | cuda | cuda:N")
     data_dir: str | None = _field(None, "where datasets are found and downloaded to (unset: the default cache)")
     progress: bool = _field(True, "show a progress bar")
+    loggers: list[str] = _field(help="where numbers go besides metrics.csv: names of "
+                                "sparsehalo.training.loggers.LOGGERS (tensorboard: RUN/tensorboard/)",
+                                factory=list, check=items(most=8))
+    log_every: int = _field(50, "optimizer steps between per-step log entries (loss, penalty, lr) of the loggers",
+                            check=between(1, 10**9))
     threads: int = _field(0, "torch threads (0: leave PyTorch's default)", check=between(0, 4096))
     eval_pruned_every: int = _field(1, "log accuracy after pruning at prune.levels every k epochs (0: only at the end)",
                                     check=between(0, None))

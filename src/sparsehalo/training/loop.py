@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from .. import locks, paths
 from ..config import Config, from_dict
 from ..errors import ConfigError, DivergenceError, SparsehaloError
-from ..io import link_copy, load_torch, read_json, remove, remove_stale_temps, write_csv, write_json
+from ..io import link_copy, load_torch, read_json, remove, remove_stale_temps, write_json
 from ..progress import Progress
-from . import checkpointing, distributed
+from . import checkpointing, distributed, loggers
 from .state import RunState, build
 from .summary import epoch_line, epoch_row, make_summary
 from .validate import resolve_device, validate
@@ -52,8 +52,12 @@ class EpochLog:
 Hook = Callable[[RunState, EpochLog], None]
 
 
-def train_epoch(state: RunState, epoch: int, bar: Progress) -> dict[str, float]:
+def train_epoch(state: RunState, epoch: int, bar: Progress, on_step: Callable[[int, dict], None] | None = None,
+                every: int = 50) -> dict[str, float]:
     """One pass over the shuffled training split; returns mean loss, accuracy and the last penalty.
+
+    ``on_step(step, {"loss", "penalty", "lr"})`` is called after every ``every``-th optimizer step of the
+    run (a host sync each time; the loss is this process's batch or shard mean, the lr the step's).
 
     Distributed (:mod:`.distributed`), each rank steps on its shard of every global batch with the
     loss ``N / n * sum(CE over the shard) + penalty``, so DDP's average is the single-process gradient;
@@ -95,6 +99,9 @@ def train_epoch(state: RunState, epoch: int, bar: Progress) -> dict[str, float]:
             distributed.average_([p.grad for p in scale_grads], world)
             scaler.step(opt)
             scaler.update()
+        if on_step is not None and (first_step + i + 1) % every == 0:
+            on_step(first_step + i + 1, {"loss": ce.detach().item() / (y.shape[0] if world.distributed else 1),
+                                         "penalty": float(pen.detach()), "lr": opt.param_groups[0]["lr"]})
         sched.step()
         if step_hook is not None:
             step_hook(state, first_step + i + 1)
@@ -164,8 +171,13 @@ def release_checkpoint(state: RunState, log: EpochLog) -> None:
         remove(paths.checkpoint(log.run_dir))
 
 
-def write_metrics(state: RunState, log: EpochLog) -> None:
-    write_csv(paths.metrics(log.run_dir), log.history, floats=".6g")
+def log_to(sinks: list[loggers.Logger]) -> Hook:
+    """Hand the finished epoch to every logger (``metrics.csv`` first)."""
+    def hook(state: RunState, log: EpochLog) -> None:
+        for sink in sinks:
+            sink.log_epoch(state, log)
+
+    return hook
 
 
 def printer(echo: Callable[[str], None]) -> Hook:
@@ -179,9 +191,12 @@ def write_summary(state: RunState, log: EpochLog) -> None:
     write_json(paths.summary(log.run_dir), make_summary(state, log.history, log.run_dir), checksum=True)
 
 
-def default_hooks(echo: Callable[[str], None], offset: float) -> tuple[list[Hook], list[Hook]]:
-    """(epoch hooks, end hooks) of ``sparsehalo train``, in the order they run."""
-    return [timer(offset), record, save_checkpoint, write_metrics, printer(echo)], [write_summary, release_checkpoint]
+def default_hooks(echo: Callable[[str], None], offset: float,
+                  sinks: list[loggers.Logger] | None = None) -> tuple[list[Hook], list[Hook]]:
+    """(epoch hooks, end hooks) of ``sparsehalo train``, in the order they run (``sinks``: the loggers,
+    default ``metrics.csv`` alone)."""
+    sinks = sinks if sinks is not None else [loggers.CSVLogger()]
+    return [timer(offset), record, save_checkpoint, log_to(sinks), printer(echo)], [write_summary, release_checkpoint]
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -264,7 +279,25 @@ def _train(config: Config, run_dir: Path, echo: Callable[[str], None], hooks, wo
          f"method {config.method.name}, {config.train.epochs} epochs")
     if state.penalty.needs_params:
         echo(f"penalty {config.penalty.name}: {state.penalty.summary(state.model)}")
-    epoch_hooks, end_hooks = hooks or default_hooks(echo, history[-1].get("time_s", 0.0) if history else 0.0)
+    sinks = loggers.build(config.run.loggers, run_dir, start * state.steps_per_epoch) if world.main and hooks is None else []
+    try:
+        return _epochs(state, run_dir, echo, hooks or default_hooks(echo, history[-1].get("time_s", 0.0) if history else 0.0, sinks),
+                       sinks, start, history)
+    finally:
+        for sink in sinks:
+            sink.close()
+
+
+def _epochs(state: RunState, run_dir: Path, echo: Callable[[str], None], hooks: tuple[list[Hook], list[Hook]],
+            sinks: list[loggers.Logger], start: int, history: list[dict]) -> dict:
+    """Train the epochs from ``start`` on, then run the end hooks."""
+    config, world = state.config, state.world
+    epoch_hooks, end_hooks = hooks
+
+    def on_step(step: int, values: dict) -> None:
+        for sink in sinks:
+            sink.log_step(step, values)
+
     epochs = config.train.epochs
     for epoch in range(start, epochs):
         # A phase starts with a fresh optimizer and the method's hook (prune, rewind, ...).
@@ -276,7 +309,7 @@ def _train(config: Config, run_dir: Path, echo: Callable[[str], None], hooks, wo
             state.sync_from_main()
         # One pass over the data, then the row of this epoch (rank 0 evaluates and logs).
         bar = Progress(state.steps_per_epoch, f"epoch {epoch + 1}/{epochs}", enabled=config.run.progress and world.main)
-        stats = train_epoch(state, epoch, bar)
+        stats = train_epoch(state, epoch, bar, on_step if sinks else None, config.run.log_every)
         distributed.check_same(state.shared_tensors(), world, f"after epoch {epoch + 1}")
         if not world.main:
             continue

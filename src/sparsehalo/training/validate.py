@@ -18,7 +18,7 @@ from ..data.registry import DATASETS, normalize_name
 from ..errors import ConfigError, SparsehaloError
 from ..imports import is_import_path
 from ..pruning import SCOPES
-from . import optimizers
+from . import loggers, optimizers
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,5 +98,6 @@ def validate(config: Config) -> None:
     schedules.SCHEDULES.get(config.schedule.name)
     SCOPES.get(config.prune.scope)
     _check_dataset(config)
+    loggers.check(config.run.loggers)
     methods.build(config.method.name, config.method.sparsity, config.method.options).phases(config.train.epochs)
     _check_model_and_penalty(config)
