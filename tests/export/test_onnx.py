@@ -152,6 +152,27 @@ def test_library_export_of_a_conv_net(onnx_mods, tmp_path):
         np.testing.assert_allclose(got, model.eval()(x).numpy(), atol=ATOL, rtol=RTOL)
 
 
+def test_library_export_of_a_transformer_finds_transposed_weights(onnx_mods, tmp_path):
+    """The exporter's optimizer stores attention and MLP weights transposed under new names; their zeros still count."""
+    onnx, onnxruntime = onnx_mods
+    torch.manual_seed(0)
+    model = models.build("vit_tiny", depth=1, dim=32, heads=2, mlp=64).eval()
+    with torch.no_grad():  # one scale for all layers, so that a global threshold keeps some of each
+        for p in prunable_parameters(model).values():
+            p.normal_()
+    prune(model, 0.7)
+    report = export_onnx(model, tmp_path / "vit.onnx", (1, 28, 28))
+    names = {i.name for i in onnx.load(str(tmp_path / "vit.onnx")).graph.initializer}
+    assert "encoder.layers.0.self_attn.in_proj_weight" not in names  # stored under another name
+    zeros = sum(int((p == 0).sum()) for p in prunable_parameters(model).values())
+    assert report["prunable_tensors_in_file"] == len(prunable_parameters(model)) == 6
+    assert report["prunable_zeros_in_file"] == report["prunable_zeros"] == zeros > 0
+    x = torch.rand(3, 1, 28, 28)
+    (got,) = _session(onnxruntime, tmp_path / "vit.onnx").run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=ATOL, rtol=RTOL)
+
+
 def test_missing_extra_is_one_line_exit_2(pruned_run, capsys, monkeypatch, tmp_path):
     run_dir, _ = pruned_run
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # `import onnxscript` now raises ImportError

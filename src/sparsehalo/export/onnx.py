@@ -106,16 +106,27 @@ def _serialized(model: nn.Module, example: torch.Tensor, opset: int | None) -> t
     return data, next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _initializer_zeros(data: bytes, names: Sequence[Sequence[str]]) -> tuple[int, int]:
-    """(zeros among the file's initializers of ``names``, how many are there); each entry of ``names``
-    is one tensor's names (a tied tensor has several), the first an initializer has is counted."""
+def _initializer_zeros(data: bytes, tensors: Sequence[tuple[Sequence[str], torch.Tensor]]) -> tuple[int, int]:
+    """(zeros in the file's copies of ``tensors``, how many have a copy there).
+
+    Each entry is a tensor's names (a tied tensor has several) and its value.  Its copy is the initializer
+    of one of its names, else one holding exactly its values or, for a matrix, their transpose (the
+    exporter's optimizer stores some weights transposed, under new names).
+    """
+    import numpy as np
     import onnx
     from onnx import numpy_helper
 
-    inits = {i.name: i for i in onnx.load_from_string(data).graph.initializer}
-    hits = [next((n for n in spellings if n in inits), None) for spellings in names]
-    found = [numpy_helper.to_array(inits[n]) for n in hits if n is not None]
-    return sum(int((a == 0).sum()) for a in found), len(found)
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(data).graph.initializer}
+    zeros = found = 0
+    for names, value in tensors:
+        v = value.detach().cpu().float().numpy()
+        candidates = [inits[n] for n in names if n in inits] + [
+            a for a in inits.values() if a.shape == v.shape or (v.ndim == 2 and a.shape == v.shape[::-1])]
+        hit = next((a for a in candidates if np.array_equal(a, v if a.shape == v.shape else v.T)), None)
+        if hit is not None:
+            zeros, found = zeros + int((hit == 0).sum()), found + 1
+    return zeros, found
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], *, overwrite: bool = True,
@@ -132,8 +143,8 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], 
     Returns:
         ``{"format": "onnx", "path", "dense_fp32_bytes", "file_bytes", "ratio", "opset", "input",
         "output", "prunable_zeros", "prunable_zeros_in_file", "prunable_tensors_in_file"}``: ``input``
-        is ``"input: [batch, C, H, W]"``, the zeros count the prunable weights' zeros in the model
-        and in the file's initializers of the same names.
+        is ``"input: [batch, C, H, W]"``; the zeros are the prunable weights' in the model and in their
+        copies among the file's initializers (found by name, else by value: see :func:`_initializer_zeros`).
 
     Raises:
         SparsehaloError: the ``onnx`` extra is missing, a bad ``input_shape``, a model the exporter
@@ -159,7 +170,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], 
     finally:
         model.train(was_training)
     write_unless_other(path, data, overwrite, checksum=True)
-    in_file, tensors = _initializer_zeros(data, [(name, *tied.get(name, ())) for name in prunable])
+    in_file, tensors = _initializer_zeros(data, [((name, *tied.get(name, ())), p) for name, p in prunable.items()])
     zeros = sum(int((p == 0).sum()) for p in prunable.values())
     return report("onnx", path, dense_fp32_bytes(state), opset=opset_used, input=f"{INPUT}: [{BATCH}, {', '.join(map(str, shape))}]",
                   output=OUTPUT, prunable_zeros=zeros, prunable_zeros_in_file=in_file, prunable_tensors_in_file=tensors)
