@@ -1,8 +1,11 @@
-# Two entry points: `make demo` (the main job) and `make test`. Both create .venv on first use.
+# Two entry points: `make demo` (the main job) and `make test`. Both create .venv on first use; the demo
+# installs the package alone, the tests add the test tools and every optional extra (so CI exercises them).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-dev
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
 .PHONY: demo test venv clean
 
@@ -12,14 +15,18 @@ venv: $(STAMP)
 # met and pip does not fetch a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) -e '.[dev]'
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sparsehalo demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
