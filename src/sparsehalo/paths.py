@@ -147,6 +147,32 @@ def onnx_export(root: Path) -> Path:
     return export_dir(root) / "model.onnx"
 
 
+def slim_dir(root: Path) -> Path:
+    """Structurally pruned, slimmed models written by ``sparsehalo prune --structured``."""
+    return Path(root) / "slim"
+
+
+def slim_stem(channels: float | None = None, macs: float | None = None, scope: str = "global") -> str:
+    """``macs-0.5`` / ``channels-0.3`` for a global structured prune; ``-layer`` after it for the per-layer scope."""
+    target = f"macs-{level_name(macs)}" if macs is not None else f"channels-{level_name(channels)}"
+    return target + ("" if scope == "global" else f"-{scope}")
+
+
+def slim_checkpoint(root: Path, stem: str) -> Path:
+    """The slim model (state dict, channel mask, architecture, config) of one structured prune."""
+    return slim_dir(root) / f"{stem}.pt"
+
+
+def slim_summary(root: Path, stem: str) -> Path:
+    """What ``sparsehalo prune --structured`` measured (accuracy, parameters, MACs before and after)."""
+    return slim_dir(root) / f"{stem}.json"
+
+
+def slim_export(root: Path) -> Path:
+    """``sparsehalo export --format slim``: the plain state dict (its description: ``model.slim.json`` next to it)."""
+    return export_dir(root) / "model.slim.pt"
+
+
 def is_run(root: Path) -> bool:
     """Whether ``root`` looks like a run directory (it holds a config)."""
     return config(root).is_file()

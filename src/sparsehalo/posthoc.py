@@ -121,6 +121,60 @@ def prune_run(run_dir: str | Path, sparsity: float, scope: str = "global", min_d
     return summary
 
 
+def prune_structured_run(run_dir: str | Path, channels: float | None = None, macs: float | None = None, scope: str = "global",
+                         device: str | None = None, force: bool = False) -> dict:
+    """Structured prune of a finished run's final weights (:func:`sparsehalo.pruning.prune_channels`, no
+    fine-tuning), slimmed (:func:`sparsehalo.pruning.slim`); writes ``slim/<stem>.pt`` (config, the slim
+    state dict, channel mask, architecture) and ``slim/<stem>.json`` (the summary), stem
+    :func:`paths.slim_stem`.  Same rewrite / ``force`` rules as :func:`prune_run`.
+
+    The summary has the test accuracy before, of the masked model and of the slim one (equal up to float
+    rounding), parameters and dense MACs per example before and after, and the units kept per group.
+    """
+    import copy
+
+    from .export.slim import describe
+    from .measure import measure
+    from .pruning import prune_channels, slim
+
+    for name, value in (("--channels", channels), ("--macs", macs)):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise SparsehaloError(f"{name} must be in [0, 1), got {value}")
+    if (channels is None) == (macs is None):
+        raise SparsehaloError("a structured prune takes one target: --channels C (a share of units) or --macs M (a share of MACs)")
+    run_dir = Path(run_dir)
+    state = _load(run_dir, device)
+    model, shape = state.model, state.input_shape
+    masked = copy.deepcopy(model)
+    mask = prune_channels(masked, shape, channels=channels, macs=macs, scope=scope)
+    small = slim(model, mask)
+    before, cost_before, cost_after = evaluate(model, state.batches()), measure(model, shape), measure(small, shape)
+    masked_r, after = evaluate(masked, state.batches()), evaluate(small, state.batches())
+    summary = {
+        "run": state.config.name, "config_hash": state.config.hash(), "structured": True, "scope": scope,
+        "target": "macs" if macs is not None else "channels", "target_value": macs if macs is not None else channels,
+        "fine_tuned": False, "units_total": mask.units_total, "units_removed": mask.units_removed,
+        "test_accuracy_before": before["accuracy"], "test_accuracy_masked": masked_r["accuracy"], "test_accuracy_after": after["accuracy"],
+        "test_loss_before": before["loss"], "test_loss_after": after["loss"],
+        "params_before": cost_before["params_total"], "params_after": cost_after["params_total"],
+        "macs_before": cost_before["flops_dense"], "macs_after": cost_after["flops_dense"],
+        "macs_removed": 1 - cost_after["flops_dense"] / cost_before["flops_dense"] if cost_before["flops_dense"] else 0.0,
+        "layers": mask.layer_stats(),
+    }
+    stem = paths.slim_stem(channels, macs, scope)
+    path = paths.slim_checkpoint(run_dir, stem)
+    obj = {"format": "sparsehalo-slim-1", "config": json.dumps(state.config.to_dict()),
+           "model": {k: v.detach().cpu() for k, v in small.state_dict().items()}, "channel_mask": mask.state_dict(),
+           "architecture": json.dumps(describe(small, shape)), "num_classes": state.data.num_classes, "scope": scope,
+           "target": summary["target"], "target_value": summary["target_value"]}
+    if path.exists() and not force:
+        _refuse_other_prune(path, obj)
+    save_torch(path, obj)
+    summary["checkpoint"] = str(path)
+    write_json(paths.slim_summary(run_dir, stem), summary, checksum=True)
+    return summary
+
+
 def sweep_run(run_dir: str | Path, sparsities: list[float], scope: str = "global", device: str | None = None) -> list[dict]:
     """Accuracy after pruning the final weights at each sparsity; writes ``sweep.csv`` and ``sweep.png``."""
     for s in sparsities:

@@ -36,9 +36,10 @@ from ..selection import aliases, prunable_parameters, unwrap
 from ..training import build_model, config_of, load_data
 from .container import MAX_ELEMENTS, encode_state, read_metadata, read_sparse_state
 from .onnx import export_onnx, require_onnx
+from .slim import find_slim, write_slim
 from .writing import dense_fp32_bytes as _dense_fp32_bytes, report as _report, write_unless_other as _write_unless_other
 
-FORMATS = ("sparse", "dense", "onnx")
+FORMATS = ("sparse", "dense", "onnx", "slim")
 
 
 def export_sparse(model: nn.Module, path: str | Path, *, values_dtype: torch.dtype = torch.float32, metadata: dict | None = None,
@@ -318,6 +319,8 @@ def export_run(
     fp16: bool = False,
     force: bool = False,
     input_shape: tuple[int, ...] | None = None,
+    channels: float | None = None,
+    macs: float | None = None,
 ) -> dict:
     """Export a run's weights: the final checkpoint, or the pruned one with ``sparsity``.
 
@@ -333,6 +336,8 @@ def export_run(
         force: replace an existing output file with other content.  Without it, such a file is
             refused; one holding exactly the new bytes is rewritten (exporting twice is idempotent).
         input_shape: onnx: one input's shape without the batch dimension; default the run's dataset's.
+        channels, macs: ``"slim"`` (:mod:`.slim`): the structured prune ``sparsehalo prune --structured``
+            wrote (``scope`` its scope), exported as a plain state dict and ``model.slim.json``.
 
     Returns:
         The report of :func:`export_sparse` / :func:`export_dense` / :func:`.onnx.export_onnx`, plus ``source`` (the checkpoint read)
@@ -356,6 +361,14 @@ def export_run(
     if fmt == "onnx":
         require_onnx()  # before any file is read
     root = Path(run_dir)
+    if fmt == "slim" or channels is not None or macs is not None:
+        if fmt != "slim" or sparsity is not None or min_density is not None:
+            raise SparsehaloError("--channels / --macs select a structured prune for --format slim (without --sparsity / --min-density)")
+        source = find_slim(root, channels, macs, scope or "global")
+        ckpt = load_torch(source, required=("model", "config", "architecture"))
+        check_run(root, ckpt, source)
+        return {**write_slim(ckpt["model"], ckpt["architecture"], Path(out) if out is not None else paths.slim_export(root), force),
+                "source": str(source)}
     source = find_source(root, sparsity, scope, min_density)
     ckpt = load_torch(source, required=("model", "config"))
     check_run(root, ckpt, source)
@@ -390,6 +403,7 @@ def format_report(report: dict) -> str:
         f"wrote {report['path']} ({report['format']}"
         + (f", {report['values_dtype']} values" if "values_dtype" in report else "")
         + (f", opset {report['opset']}, {report['input']} -> {report['output']}" if "opset" in report else "")
+        + (f", architecture in {report['json']}" if "json" in report else "")
         + f") from {report.get('source', 'model')}",
         f"  {report['file_bytes']:,} bytes = {100 * report['ratio']:.2f}% of the {report['dense_fp32_bytes']:,}-byte dense fp32 payload",
     ]
