@@ -21,7 +21,7 @@ from .errors import SparsehaloError
 from .export import export_dense, export_sparse, load_sparse
 from .measure import evaluate, sparsity_table
 from .penalties import HALO, L1, MCP, SCAD, SWS, GroupHALO, GroupLasso, NoPenalty, Penalty
-from .pruning import Mask, prune
+from .pruning import ChannelMask, Mask, prune, prune_channels, slim
 from .selection import prunable_parameters
 
 
@@ -58,6 +58,9 @@ __all__ = [
     "Penalty",
     "Mask",
     "prune",
+    "ChannelMask",
+    "prune_channels",
+    "slim",
     "prunable_parameters",
     "sparsity_table",
     "evaluate",

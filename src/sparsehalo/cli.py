@@ -113,44 +113,16 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a share in [0, 1), got {text!r}")
-    return value
-
-
-def _prune_structured(args) -> int:
-    from .posthoc import one_line_warnings, prune_structured_run
-
-    if args.sparsity is not None or args.min_density is not None:
-        raise SparsehaloError("--structured takes --channels or --macs, not --sparsity / --min-density")
-    with one_line_warnings():
-        s = prune_structured_run(args.run_dir, channels=args.channels, macs=args.macs, scope=args.scope, device=args.device, force=args.force)
-    if args.json:
-        print(json.dumps(s, indent=2))
-        return 0
-    for row in s["layers"]:
-        layers = row["layers"]
-        name = layers[0] + (f" (+{len(layers) - 1} coupled)" if len(layers) > 1 else "")
-        print(f"{name:<40}{row['kept']:>6} of {row['units']:<6} units kept")
-    print(f"units removed {s['units_removed']:,} of {s['units_total']:,} ({s['scope']} scope, target {s['target']} {s['target_value']:g})")
-    print(f"parameters {s['params_before']:,} -> {s['params_after']:,}; MACs per example {s['macs_before']:,} -> {s['macs_after']:,} "
-          f"({100 * s['macs_removed']:.2f}% removed)")
-    print(f"test accuracy: {s['test_accuracy_before']:.2f}% before, {s['test_accuracy_after']:.2f}% after slimming "
-          f"(masked model {s['test_accuracy_masked']:.2f}%; no fine-tuning)")
-    print(s["checkpoint"])
-    return 0
-
-
 def cmd_prune(args) -> int:
-    from .posthoc import one_line_warnings, prune_run
+    from .posthoc import format_structured, one_line_warnings, prune_run, prune_structured_run
 
     if args.structured:
-        return _prune_structured(args)
+        if args.sparsity is not None or args.min_density is not None:
+            raise SparsehaloError("--structured takes --channels or --macs, not --sparsity / --min-density")
+        with one_line_warnings():
+            s = prune_structured_run(args.run_dir, args.channels, args.macs, scope=args.scope, device=args.device, force=args.force)
+        print(json.dumps(s, indent=2) if args.json else format_structured(s))
+        return 0
     if args.channels is not None or args.macs is not None:
         raise SparsehaloError("--channels / --macs are targets of a structured prune: add --structured")
     if args.sparsity is None:
@@ -314,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--sparsity", type=_sparsity, default=None, help="fraction of prunable weights to remove, e.g. 0.98")
     pr.add_argument("--structured", action="store_true", help="remove whole channels / neurons by group norm and write the "
                     "smaller model to RUN_DIR/slim/ (target --channels or --macs)")
-    pr.add_argument("--channels", type=_share, default=None, help="--structured: share of prunable channels / neurons to remove")
-    pr.add_argument("--macs", type=_share, default=None, help="--structured: share of the MACs per example to remove, e.g. 0.5")
+    pr.add_argument("--channels", type=_sparsity, default=None, help="--structured: share of prunable channels / neurons to remove")
+    pr.add_argument("--macs", type=_sparsity, default=None, help="--structured: share of the MACs per example to remove, e.g. 0.5")
     pr.add_argument("--scope", choices=SCOPES.names(), default="global")
     pr.add_argument("--min-density", type=float, default=None, help="keep at least this fraction of every layer "
                     "(other options than the defaults name the file, e.g. pruned/sparsity-0.98-min0.05.pt)")
@@ -384,8 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--scope", choices=SCOPES.names(), default=None, help="with --sparsity: which prune, when both scopes exist")
     ex.add_argument("--min-density", type=float, default=None, help="with --sparsity: the prune made with this --min-density")
     ex.add_argument("--fp16", action="store_true", help="sparse format: store values in fp16")
-    ex.add_argument("--channels", type=_share, default=None, help="slim format: the `prune --structured --channels C` to export")
-    ex.add_argument("--macs", type=_share, default=None, help="slim format: the `prune --structured --macs M` to export")
+    ex.add_argument("--channels", type=_sparsity, default=None, help="slim format: the `prune --structured --channels C` to export")
+    ex.add_argument("--macs", type=_sparsity, default=None, help="slim format: the `prune --structured --macs M` to export")
     ex.add_argument("--input-shape", type=_input_shape, default=None, metavar="C,H,W",
                     help="onnx format: one input without the batch dimension (default: the run's dataset's)")
     ex.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/...)")

@@ -175,6 +175,22 @@ def prune_structured_run(run_dir: str | Path, channels: float | None = None, mac
     return summary
 
 
+def format_structured(s: dict) -> str:
+    """The lines ``sparsehalo prune --structured`` prints for a :func:`prune_structured_run` summary."""
+    lines = []
+    for row in s["layers"]:
+        layers = row["layers"]
+        name = layers[0] + (f" (+{len(layers) - 1} coupled)" if len(layers) > 1 else "")
+        lines.append(f"{name:<40}{row['kept']:>6} of {row['units']:<6} units kept")
+    return "\n".join(lines + [
+        f"units removed {s['units_removed']:,} of {s['units_total']:,} ({s['scope']} scope, target {s['target']} {s['target_value']:g})",
+        f"parameters {s['params_before']:,} -> {s['params_after']:,}; MACs per example {s['macs_before']:,} -> {s['macs_after']:,} "
+        f"({100 * s['macs_removed']:.2f}% removed)",
+        f"test accuracy: {s['test_accuracy_before']:.2f}% before, {s['test_accuracy_after']:.2f}% after slimming "
+        f"(masked model {s['test_accuracy_masked']:.2f}%; no fine-tuning)",
+        s["checkpoint"]])
+
+
 def sweep_run(run_dir: str | Path, sparsities: list[float], scope: str = "global", device: str | None = None) -> list[dict]:
     """Accuracy after pruning the final weights at each sparsity; writes ``sweep.csv`` and ``sweep.png``."""
     for s in sparsities:

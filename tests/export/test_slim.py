@@ -143,7 +143,7 @@ def test_layer_scope_and_channel_target_are_named_apart(run, capsys):
     (["prune", "{run}", "--macs", "0.5"], "add --structured"),
     (["prune", "{run}", "--structured", "--macs", "0.5", "--sparsity", "0.5"], "not --sparsity"),
     (["prune", "{run}"], "needs --sparsity"),
-    (["prune", "{run}", "--structured", "--macs", "1.5"], "share in [0, 1)"),
+    (["prune", "{run}", "--structured", "--macs", "1.5"], "must be in [0, 1)"),
     (["export", "{run}", "--format", "slim"], "--channels C or --macs M"),
     (["export", "{run}", "--format", "slim", "--macs", "0.3"], "--structured --macs 0.3"),
     (["export", "{run}", "--format", "dense", "--macs", "0.5"], "structured prune for --format slim"),

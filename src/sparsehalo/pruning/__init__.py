@@ -5,7 +5,7 @@ from ..selection import prunable_parameters  # where users have imported it from
 from .coupling import Group, coupled_groups
 from .mask import Mask, MaskHandle
 from .scores import magnitude_scores, random_mask, snip_scores
-from .slim import slim
+from .slimming import slim
 from .structured import ChannelMask, prune_channels, unit_norms
 from .threshold import SCOPES, mask_from_scores, prune
 

@@ -8,7 +8,7 @@ reading it after a flatten (``f = H*W``), and channel ``c`` of every other layer
 
 **Why our own analysis and not Torch-Pruning's dependency graph.**  Both trace the model into a graph,
 so neither hard-codes model families.  Ours is one small module (no new dependency) that does exactly
-what the masks and :func:`~sparsehalo.pruning.slim.slim` need: it keeps the pruned model's outputs
+what the masks and :func:`~sparsehalo.pruning.slimming.slim` need: it keeps the pruned model's outputs
 provably equal to the slimmed one's, because it couples a layer only through operations it knows to be
 *channel-wise and zero-preserving* (``f(0) = 0`` per channel: ReLU-like activations, dropout, max /
 average pooling, BatchNorm with its scale and shift zeroed, sums and products of aligned tensors).
