@@ -6,6 +6,12 @@ it, input channel ``c`` of every convolution reading it, input features ``c*f ..
 reading it after a flatten (``f = H*W``), and channel ``c`` of every other layer whose output is
 *added* to it (a residual sum).  A :class:`Group` is one such set of coupled units.
 
+**Residual sums are pruned jointly, not excluded.**  The channels that meet in a sum are one group,
+so in the CIFAR ResNet a stage's stem (or projection shortcut) and every block's second conv lose the
+same channels, and the residual stream itself gets narrower.  This is sound (a sum of zero channels is
+zero), needs no special case (it is the union-find of the sums), and excluding those channels would
+leave every block's input and output width and the shortcuts' cost fixed.
+
 **Why our own analysis and not Torch-Pruning's dependency graph.**  Both trace the model into a graph,
 so neither hard-codes model families.  Ours is one small module (no new dependency) that does exactly
 what the masks and :func:`~sparsehalo.pruning.slimming.slim` need: it keeps the pruned model's outputs
