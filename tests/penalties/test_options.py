@@ -18,8 +18,15 @@ ALIASES = {"mcp": {"psi"}}  # old names a constructor still takes
 @pytest.mark.parametrize("name", PENALTIES.names())
 def test_options_are_the_constructor_keywords_with_their_defaults(name):
     cls = PENALTIES.get(name)
-    params = inspect.signature(cls.__init__).parameters
-    keywords = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ALIASES.get(name, ())}
+    keywords = {}
+    for klass in cls.__mro__:  # a constructor passing **kwargs on takes its base class's keywords too
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        keywords = {**{k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY
+                       and k not in ALIASES.get(name, ())}, **keywords}
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
     options = {f.name: f.default for f in dataclasses.fields(cls.Options)}
     assert options == keywords
     assert all(f.metadata["help"] for f in dataclasses.fields(cls.Options))
@@ -35,7 +42,7 @@ UNKNOWN = {
     "mcp": ("eps", "xi, gamma"),
     "scad": ("gamma", "xi, a"),
     "group_lasso": ("psi", "xi, eps"),
-    "group_halo": ("a", "xi, psi, lambda_init, hyper, budget, eps, scale_weight_decay, " + TARGET),
+    "group_halo": ("a", "xi, psi, lambda_init, hyper, budget, eps, scale_weight_decay, " + TARGET + ", target_macs, input_shape"),
     "none": ("xi", "no settings"),
 }
 

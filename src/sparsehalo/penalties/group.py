@@ -25,7 +25,10 @@ import torch
 
 from ..errors import ConfigError
 from .base import Penalty, option, scale_key
+from ..selection import unwrap
 from .halo import HierarchicalPenalty
+from .macs_target import MacsTarget
+from .target import SparsityController
 
 # A group whose L2 norm is at most this counts as zero in ``stats()["groups_zero"]``.  It is an
 # absolute threshold, the same for every group size: a logging aid, not a pruning rule.
@@ -197,6 +200,63 @@ class GroupHALO(HierarchicalPenalty, _GroupPenalty):
     """
 
     name = "group_halo"
+
+    @dataclass
+    class Options(HierarchicalPenalty.Options):
+        target_macs: float | None = option(None, "target mode on MACs: the share of the network's dense MACs the "
+                                           "penalty steers to zero units (see sparsehalo.penalties.macs_target)")
+        input_shape: list[int] | None = option(None, "target_macs: one example's shape (sparsehalo train fills it in)")
+
+    def __init__(self, params: Mapping[str, torch.Tensor], *, target_macs: float | None = None,
+                 input_shape: list[int] | tuple[int, ...] | None = None, **kwargs):
+        if target_macs is not None and kwargs.get("target_sparsity") is not None:
+            raise ConfigError("GroupHALO: give target_sparsity (a share of the weights) or target_macs, not both")
+        super().__init__(params, **kwargs)
+        self.target_macs = None if target_macs is None else float(target_macs)
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self._macs: MacsTarget | None = None
+        self._prune_set: list[torch.Tensor] | None = None
+        if self.target_macs is not None:
+            defaults = HierarchicalPenalty.Options()
+            get = lambda key: kwargs.get(key, getattr(defaults, key))  # noqa: E731
+            self.controller = SparsityController(
+                self.target_macs, kwargs.get("total_steps"), ramp=get("target_ramp"), gain=get("target_gain"),
+                gain_p=get("target_gain_p"), schedule=get("target_schedule"), factor=get("target_factor"),
+                average=0.0, error=get("target_error"), zero="eps", start=get("target_start"))
+
+    def follow(self, model):
+        """As :meth:`Penalty.follow`; with ``target_macs`` and ``input_shape``, also analyse the model's
+        coupled units and MACs (:class:`~.macs_target.MacsTarget`)."""
+        super().follow(model)
+        if self.target_macs is not None and self.input_shape is not None:
+            self._macs = MacsTarget(unwrap(model), self.input_shape, self._sets)
+        return self
+
+    def observe(self) -> None:
+        if self.target_macs is None:
+            return super().observe()
+        if self._macs is None:
+            raise ConfigError("target_macs needs the model and one example's shape: GroupHALO.for_model(model, "
+                              "target_macs=..., input_shape=(C, H, W), total_steps=N)")
+        norms = self._macs.unit_norms(self.magnitudes())
+        self.controller.advance(torch.tensor(self._macs.measured(norms)))
+        self._prune_set = self._macs.prune_set(norms, self.target_macs)
+
+    def extra_prune(self, m: torch.Tensor) -> torch.Tensor:
+        """With ``target_macs``: the extra pull on the rows of the units in the MACs prune set."""
+        if self.target_macs is None:
+            return super().extra_prune(m)
+        if self._prune_set is None:  # no training step yet (evaluation): nothing extra
+            return torch.zeros((), device=m.device)
+        mags = self.magnitudes()
+        total = self._pull_sum([torch.where(p.to(x.device), x, 0.0) for p, x in zip(self._prune_set, mags)])
+        return (m * self.xi).to(total.dtype) * total
+
+    @torch.no_grad()
+    def stats(self) -> dict[str, float]:
+        """Also ``target_macs`` (the requested share) in MACs target mode; ``target_measured`` is then
+        the share of MACs that deleting the units at zero would remove."""
+        return {**super().stats(), **({"target_macs": self.target_macs} if self.target_macs is not None else {})}
 
     def initial_scales(self) -> dict[str, torch.Tensor]:
         return {s.key: s.weight.new_full((s.num_groups,), self.lambda_init) for s in self._sets}

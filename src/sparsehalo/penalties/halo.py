@@ -148,7 +148,7 @@ class HierarchicalPenalty(Penalty):
         if self.controller is None:
             return value
         if torch.is_grad_enabled():
-            self.controller.update(self._targets)
+            self.observe()
         if self.target_knob == "prune":
             return value + self.extra_prune(self.controller.strength())
         if self.target_knob == "both":  # weaker than set: a lighter hyper-penalty; stronger: pull on the prune set
@@ -158,6 +158,10 @@ class HierarchicalPenalty(Penalty):
             return value + self.extra_psi(m.clamp(max=1.0) - 1.0) + self.extra_prune(m.clamp(min=1.0) - 1.0)
         k = self.controller.strength() - 1.0
         return value + (self.extra_psi(k) if self.target_knob == "psi" else self.extra_pull(k))
+
+    def observe(self) -> None:
+        """Target mode, one training step: the controller measures the weights' sparsity."""
+        self.controller.update(self._targets)
 
     def extra_prune(self, m: torch.Tensor) -> torch.Tensor:
         """``m * xi * sum_{j in P} |w_j| / (lambda_j**2 + eps**2)`` with the scales held fixed (knob ``prune``):

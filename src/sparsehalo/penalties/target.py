@@ -224,8 +224,14 @@ class SparsityController(nn.Module):
             else:
                 n = (avg.abs() <= self.zero_eps).sum()
             zeros = n if zeros is None else zeros + n
+        self.advance(zeros.float() / sum(w.numel() for w in weights))
+
+    @torch.no_grad()
+    def advance(self, measured: torch.Tensor) -> None:
+        """One training step from a measured share ``s`` (what :meth:`update` measures; a MACs target
+        measures the share of MACs its zero units remove): advance the schedule, integrate the error."""
         self.step += 1
-        self.measured.copy_(zeros.float() / sum(w.numel() for w in weights))
+        self.measured.copy_(measured)
         # The best so far, forgotten over FORGET of training (a collapse must not latch the back-off).
         self.best.sub_(1.0 / (FORGET * self.total_steps)).clamp_(min=0.0)
         torch.maximum(self.best, self.measured, out=self.best)

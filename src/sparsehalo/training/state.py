@@ -169,8 +169,11 @@ def build(config: Config, device: torch.device | None = None, world: World = SIN
         raise ConfigError(f"the training set ({len(data.train)} examples) gives no batch of size {config.data.batch_size}")
     distributed.check_batches(len(data.train), config.data.batch_size, world)
     options = pc.options()
-    if options.get("target_sparsity") is not None and options.get("total_steps") is None:
+    targeted = options.get("target_sparsity") is not None or options.get("target_macs") is not None
+    if targeted and options.get("total_steps") is None:
         options["total_steps"] = steps * config.train.epochs  # target mode: the schedule's time axis
+    if options.get("target_macs") is not None and options.get("input_shape") is None:
+        options["input_shape"] = list(data.train.example_shape)  # the MACs are counted per example of this shape
     penalty = penalties.build(pc.name, model, **pc.selection(), **options).to(device)
     penalty.check_partition(model)
     method = methods.build(config.method.name, config.method.sparsity, config.method.options)

@@ -43,7 +43,9 @@ def epoch_line(row: dict) -> str:
     parts.append(f"test {row['test_acc']:.2f}%")
     parts.append(f"|w|<=eps {100 * row['natural_sparsity']:.1f}%")
     if "target_strength" in row:
-        parts.append(f"strength {row['target_strength']:.3g} (scheduled {100 * row['target_scheduled']:.1f}%)")
+        what = "MACs removed " if row.get("target_macs") else ""
+        parts.append(f"strength {row['target_strength']:.3g} ({what}{100 * row['target_measured']:.1f}%, "
+                     f"scheduled {100 * row['target_scheduled']:.1f}%)")
     pruned = [(k.rsplit("_", 1)[1], v) for k, v in row.items() if k.startswith("test_acc_pruned_")]
     if pruned:
         parts.append("pruned " + " ".join(f"{k}:{v:.2f}" for k, v in pruned))

@@ -72,7 +72,7 @@ def _check_model_and_penalty(config: Config) -> None:
         return
     pc = config.penalty
     options = pc.options()
-    if options.get("target_sparsity") is not None and options.get("total_steps") is None:
+    if (options.get("target_sparsity") is not None or options.get("target_macs") is not None) and options.get("total_steps") is None:
         options["total_steps"] = 1  # the engine fills in the run's steps; any valid count checks the rest
     try:
         with torch.device("meta"):
