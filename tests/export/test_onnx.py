@@ -4,8 +4,6 @@ Tolerance: onnxruntime and PyTorch are compared at atol 1e-5, rtol 1e-4 (fp32 ke
 order; the measured difference is about 1e-7).  The pruned zeros are checked exactly, in the file's initializers.
 """
 
-import importlib
-import os
 import sys
 
 import numpy as np
@@ -21,29 +19,15 @@ from sparsehalo.pruning import prune
 from sparsehalo.selection import prunable_parameters
 from sparsehalo.training import build_model, train
 
-from support import cli
+from support import cli, require_extra
 
 ATOL, RTOL = 1e-5, 1e-4
 
 
-def _need(*names):
-    """Skip (with the reason) when the onnx extra is missing; fail instead when CI is set."""
-    missing = []
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        why = f"needs the onnx extra ({', '.join(missing)} not importable): pip install 'sparsehalo[onnx]'"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {why}")
-        pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def onnx_mods():
-    _need("onnx", "onnxruntime", "onnxscript")
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        require_extra(name, "onnx")
     import onnx
     import onnxruntime
 

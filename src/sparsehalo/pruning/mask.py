@@ -45,7 +45,22 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
-class Mask(Mapping):
+class TensorMapping(Mapping):
+    """A read-only mapping ``{name: tensor}`` over ``self._masks`` (the masks' shared protocol)."""
+
+    _masks: dict[str, torch.Tensor]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+
+class Mask(TensorMapping):
     """Bool keep-masks keyed by full parameter name.
 
     Args:
@@ -64,16 +79,6 @@ class Mask(Mapping):
                 got = m.dtype if isinstance(m, torch.Tensor) else type(m).__name__
                 raise SparsehaloError(f"mask for {name} must be a torch.bool tensor, got {got}")
             self._masks[str(name)] = m
-
-    # Mapping protocol -------------------------------------------------------------------------------
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self._masks[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._masks)
-
-    def __len__(self) -> int:
-        return len(self._masks)
 
     def __eq__(self, other: object) -> bool:
         # Mapping.__eq__ would call bool() on an element-wise tensor comparison and fail.

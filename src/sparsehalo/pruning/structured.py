@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -43,9 +42,10 @@ from ..errors import CheckpointError, ConfigError, SparsehaloError
 from ..measure.cost import layer_costs
 from ..selection import unwrap
 from .coupling import Group, coupled_groups
+from .mask import TensorMapping
 
 
-class ChannelMask(Mapping):
+class ChannelMask(TensorMapping):
     """Keep-masks over the output units of layers: ``{module name: bool tensor of length out}``.
 
     Args:
@@ -69,15 +69,6 @@ class ChannelMask(Mapping):
         for g in self.groups:
             if any(not torch.equal(self._masks[n], self._masks[g[0]]) for n in g):
                 raise SparsehaloError(f"coupled layers {', '.join(g)} must carry the same channel mask")
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self._masks[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._masks)
-
-    def __len__(self) -> int:
-        return len(self._masks)
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ChannelMask) and set(self) == set(other) and self.input_shape == other.input_shape
