@@ -1,0 +1,604 @@
+"""Structured pruning at matched MACs on LeNet-5-Caffe / MNIST: group HALO and group lasso (no fine-tuning),
+L1-norm filter pruning (Li et al., ICLR 2017; with and without fine-tuning) and Torch-Pruning's
+GroupNormPruner (its sparsity learning, pruning and fine-tuning), at 2x and 4x fewer MACs.
+
+Resumable: every training is a sparsehalo run directory under ``results/structured/runs/`` (finished runs
+are skipped, interrupted ones resume), every measured point one JSON under ``results/structured/points/``
+(written once, skipped when present).  ``--report`` rewrites ``README.md``, ``summary.csv`` and
+``accuracy_vs_macs.png`` from the finished points only.
+
+    .venv/bin/python scripts/structured_results.py --seeds 0            # seed 0 of every method and level
+    .venv/bin/python scripts/structured_results.py --seeds 0 1 2        # more seeds
+    .venv/bin/python scripts/structured_results.py --report
+
+Protocol (also written on the page):
+
+* every network trains on the same 50,000 training images (``data.val_size = 10000`` carved off with the
+  seed), the same batches in the same order (``sparsehalo`` shuffles by seed and epoch), SGD lr 0.05,
+  momentum 0.9, cosine schedule, batch 100, one thread (``run.threads = 1``);
+* group HALO / group lasso: ``xi`` / ``psi`` chosen among the ``CANDIDATES`` on the validation split with
+  seed 0 (mean validation accuracy after ``prune_channels`` over the two MACs levels), then
+  ``prune_channels(macs=..., scope="global")`` and ``slim``, no fine-tuning;
+* L1-norm filter pruning: the trained dense network; in every prunable coupled group
+  (:func:`sparsehalo.pruning.coupling.coupled_groups`) the output units are ranked by the L1 norm of
+  their weights (summed over the group's producers, biases excluded, as Li et al.), and units are
+  removed one at a time, lowest L1 first, with every layer's removed share kept as equal as possible
+  (Li et al. prune each layer by its own ratio; their per-layer sensitivity analysis is not run here),
+  until the MACs removed reach the target; the slim network is then fine-tuned (``FT_EPOCHS`` epochs,
+  SGD lr ``FT_LR`` cosine to 0; removed units stay at zero because they no longer exist);
+* Torch-Pruning GroupNormPruner: ``benchmarks/torch_pruning_gnp.py``, ``TP_SL_EPOCHS`` epochs of
+  sparsity learning from scratch + ``TP_FT_EPOCHS`` of fine-tuning = the dense budget of 10 epochs;
+* latency (batch 1) and throughput (batch 256) of the dense and the pruned network measured side by
+  side in one process (``torch.set_num_threads(1)``, warm-up, the two networks alternated, median of
+  repeats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "structured"
+RUNS, POINTS, SLIM, CACHE = OUT / "runs", OUT / "points", OUT / "slim", OUT / "cache"
+LEVELS = (0.5, 0.75)  # shares of the dense MACs removed: 2x and 4x fewer MACs
+CONFIGS = {"dense": "mnist_lenet5_caffe_dense.toml", "group_halo": "mnist_lenet5_caffe_group_halo.toml",
+           "group_lasso": "mnist_lenet5_caffe_group_lasso.toml"}
+CANDIDATES = {"group_halo": [{"xi": 1e-3, "psi": 1e-3}, {"xi": 4e-3, "psi": 4e-3}],
+              "group_lasso": [{"xi": 1e-4}, {"xi": 4e-4}]}
+FT_EPOCHS, FT_LR = 3, 0.01
+TP_SL_EPOCHS, TP_FT_EPOCHS, TP_REG = 7, 3, 5e-4
+LABELS = {"group_halo": "group HALO, no FT", "group_lasso": "group lasso, no FT", "l1": "L1-norm filters, no FT",
+          "l1_ft": f"L1-norm filters + {FT_EPOCHS} ep FT", "tp_gnp": f"Torch-Pruning GNP ({TP_SL_EPOCHS} ep SL + {TP_FT_EPOCHS} ep FT)"}
+COLORS = {"group_halo": "#d62728", "group_lasso": "#9467bd", "l1": "#7f7f7f", "l1_ft": "#2ca02c", "tp_gnp": "#1f77b4"}
+MARKERS = {"group_halo": "o", "group_lasso": "s", "l1": "v", "l1_ft": "^", "tp_gnp": "D"}
+ORDER = ["group_halo", "group_lasso", "l1", "l1_ft", "tp_gnp"]
+
+
+def log(msg: str) -> None:
+    print(f"[{dt.datetime.now():%H:%M:%S}] {msg}", flush=True)
+
+
+# -- configs and runs -----------------------------------------------------------------------------
+def base_overrides(data_dir: str | None) -> list[str]:
+    ov = ["data.val_size=10000", "run.threads=1", "run.progress=false", "run.eval_pruned_every=0"]
+    return ov + ([f"run.data_dir={data_dir}"] if data_dir else [])
+
+
+def setting_key(setting: dict) -> str:
+    return "_".join(f"{k}{v:g}" for k, v in sorted(setting.items())) or "default"
+
+
+def config_for(method: str, setting: dict, seed: int, data_dir: str | None):
+    from sparsehalo.config.files import load
+
+    extra = [f"penalty.{k}={v!r}" for k, v in sorted(setting.items())]
+    return load(ROOT / "configs" / CONFIGS[method], [*base_overrides(data_dir), f"train.seed={seed}", *extra])
+
+
+def run_dir_of(config) -> Path:
+    return RUNS / f"{config.name}-{config.hash()}"
+
+
+def train_run(method: str, setting: dict, seed: int, data_dir: str | None) -> Path:
+    from sparsehalo.training import train
+
+    cfg = config_for(method, setting, seed, data_dir)
+    d = run_dir_of(cfg)
+    if not (d / "summary.json").exists():
+        log(f"training {method} {setting_key(setting)} seed {seed} -> {d.name}")
+    train(cfg, d, echo=lambda s: log(s))
+    return d
+
+
+# -- measurement ----------------------------------------------------------------------------------
+def file_bytes(model, path: Path | None = None) -> int:
+    """Bytes of ``torch.save(model.state_dict())`` (written to ``path`` when given)."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buf)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buf.getvalue())
+    return len(buf.getvalue())
+
+
+def side_by_side(dense, pruned, shape, reps: int = 15) -> dict:
+    """Median seconds per forward pass of both networks at batch 1 and batch 256, alternated per repeat."""
+    torch.set_num_threads(1)
+    dense, pruned = dense.eval(), pruned.eval()
+    out = {}
+    for batch, inner in ((1, 100), (256, 3)):
+        x = torch.randn(batch, *shape)
+        times = {"dense": [], "pruned": []}
+        with torch.inference_mode():
+            for m in (dense, pruned):
+                for _ in range(max(3, inner)):
+                    m(x)
+            for _ in range(reps):
+                for name, m in (("dense", dense), ("pruned", pruned)):
+                    t = time.perf_counter()
+                    for _ in range(inner):
+                        m(x)
+                    times[name].append((time.perf_counter() - t) / inner)
+        d, p = statistics.median(times["dense"]), statistics.median(times["pruned"])
+        if batch == 1:
+            out.update(latency_ms_dense=1e3 * d, latency_ms_pruned=1e3 * p, latency_speedup=d / p)
+        else:
+            out.update(throughput_dense=batch / d, throughput_pruned=batch / p, throughput_ratio=d / p)
+    return out
+
+
+def macs_of(model, shape) -> int:
+    from sparsehalo.measure import layer_costs
+
+    return sum(c.macs_dense for c in layer_costs(model, shape))
+
+
+def params_of(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def accuracy(model, state, split: str) -> float:
+    from sparsehalo.measure import evaluate
+
+    return evaluate(model, state.batches(split))["accuracy"]
+
+
+def write_point(name: str, point: dict) -> None:
+    POINTS.mkdir(parents=True, exist_ok=True)
+    tmp = POINTS / f"{name}.tmp"
+    tmp.write_text(json.dumps(point, indent=1, sort_keys=True))
+    tmp.replace(POINTS / f"{name}.json")
+
+
+def point_name(method: str, setting: dict, level: float, seed: int) -> str:
+    s = setting_key(setting)
+    return f"{method}{'_' + s if s != 'default' else ''}_macs{level:g}_s{seed}"
+
+
+def common(dense, small, shape, state, extra: dict, slim_path: Path) -> dict:
+    return {"params_before": params_of(dense), "params_after": params_of(small),
+            "macs_before": macs_of(dense, shape), "macs_after": macs_of(small, shape),
+            "file_bytes_dense": file_bytes(dense), "file_bytes_slim": file_bytes(small, slim_path),
+            **side_by_side(dense, small, shape), **extra}
+
+
+# -- L1-norm filter ranking -----------------------------------------------------------------------
+def l1_mask(model, shape, macs: float):
+    """A :class:`ChannelMask` that removes lowest-L1 units per coupled group, every group's removed share as
+    equal as possible, until at least ``macs`` of the dense MACs are removed (one unit fewer would not).
+
+    The MACs of the masked network are exact: a Conv / Linear layer costs ``macs_L * k_out / n_out * k_in / n_in``.
+    """
+    from sparsehalo.measure import layer_costs
+    from sparsehalo.pruning.coupling import coupled_groups
+    from sparsehalo.pruning.structured import ChannelMask
+
+    every = coupled_groups(model, shape)
+    groups = [g for g in every if g.prunable]
+    sizes = {p: g.size for g in every for p in g.producers}
+    out_of = {p: i for i, g in enumerate(groups) for p in g.producers}
+    in_of = {c: i for i, g in enumerate(groups) for c, _ in g.consumers}
+    layers = []  # (macs, out group, n_out, in group, n_in)
+    for c in layer_costs(model, shape):
+        if c.macs_dense == 0:
+            continue
+        n_in = groups[in_of[c.name]].size if c.name in in_of else None
+        layers.append((c.macs_dense, out_of.get(c.name), sizes.get(c.name), in_of.get(c.name), n_in))
+    total = sum(row[0] for row in layers)
+    left = [g.size for g in groups]
+
+    def now() -> float:
+        cost = 0.0
+        for mac, go, n_out, gi, n_in in layers:
+            cost += mac * (left[go] / n_out if go is not None else 1.0) * (left[gi] / n_in if gi is not None else 1.0)
+        return cost
+
+    l1 = []
+    with torch.no_grad():
+        for g in groups:
+            l1.append(sum(model.get_submodule(p).weight.detach().abs().flatten(1).sum(1).double().cpu() for p in g.producers))
+    ranked = [torch.argsort(s, stable=True) for s in l1]
+    # (rank + 1) / n_g interleaves the groups so that their removed shares stay equal; ties by group order
+    order = sorted((r / g.size, gi, int(ranked[gi][r - 1])) for gi, g in enumerate(groups) for r in range(1, g.size + 1))
+    keep = [torch.ones(g.size, dtype=torch.bool) for g in groups]
+    need = math.ceil(round(macs * total, 6))
+    for _, gi, u in order:
+        if total - now() >= need - 1e-6:
+            break
+        if left[gi] == 1:
+            continue
+        keep[gi][u] = False
+        left[gi] -= 1
+    mask = ChannelMask({p: keep[i] for i, g in enumerate(groups) for p in g.producers}, shape, [g.producers for g in groups])
+    mask.macs_before, mask.macs_after = total, round(now())
+    return mask
+
+
+def finetune(model, state, epochs: int, lr: float, first_epoch: int) -> float:
+    """SGD (momentum of the config, no weight decay) with lr cosine to 0 over ``epochs`` on the run's batches."""
+    cfg = state.config
+    t0 = time.perf_counter()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+    steps = state.data.train.num_batches(cfg.data.batch_size) * epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    model.train()
+    for epoch in range(first_epoch, first_epoch + epochs):
+        for x, y in state.data.train.batches(cfg.data.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    return time.perf_counter() - t0
+
+
+# -- the points -----------------------------------------------------------------------------------
+def penalty_points(method: str, setting: dict, seed: int, data_dir: str | None) -> None:
+    names = {lv: point_name(method, setting, lv, seed) for lv in LEVELS}
+    if all((POINTS / f"{n}.json").exists() for n in names.values()):
+        return
+    run = train_run(method, setting, seed, data_dir)
+    import copy
+
+    from sparsehalo.pruning import prune_channels, slim
+    from sparsehalo.training import load_run
+
+    state, _ = load_run(run)
+    dense, shape = state.model.eval(), state.input_shape
+    summary = json.loads((run / "summary.json").read_text())
+    for lv, name in names.items():
+        if (POINTS / f"{name}.json").exists():
+            continue
+        masked = copy.deepcopy(dense)
+        mask = prune_channels(masked, shape, macs=lv, scope="global")
+        small = slim(dense, mask).eval()
+        extra = {"method": method, "setting": setting, "seed": seed, "macs_target": lv, "run": run.name,
+                 "test_accuracy_before": accuracy(dense, state, "test"), "val_accuracy": accuracy(small, state, "val"),
+                 "test_accuracy": accuracy(small, state, "test"), "test_accuracy_masked": accuracy(masked, state, "test"),
+                 "train_time_s": summary.get("train_time_s"), "epochs": state.config.train.epochs, "fine_tune_epochs": 0,
+                 "layers": mask.layer_stats()}
+        write_point(name, common(dense, small, shape, state, extra, SLIM / f"{name}.pt"))
+        log(f"{name}: test {extra['test_accuracy']:.2f}% (val {extra['val_accuracy']:.2f}%)")
+
+
+def l1_points(seed: int, data_dir: str | None) -> None:
+    names = {(m, lv): point_name(m, {}, lv, seed) for m in ("l1", "l1_ft") for lv in LEVELS}
+    if all((POINTS / f"{n}.json").exists() for n in names.values()):
+        return
+    run = train_run("dense", {}, seed, data_dir)
+    from sparsehalo.pruning import slim
+    from sparsehalo.training import load_run
+
+    state, _ = load_run(run)
+    dense, shape = state.model.eval(), state.input_shape
+    summary = json.loads((run / "summary.json").read_text())
+    for lv in LEVELS:
+        if all((POINTS / f"{names[(m, lv)]}.json").exists() for m in ("l1", "l1_ft")):
+            continue
+        mask = l1_mask(dense, shape, lv)
+        small = slim(dense, mask).eval()
+        base = {"seed": seed, "macs_target": lv, "run": run.name, "setting": {}, "layers": mask.layer_stats(),
+                "test_accuracy_before": accuracy(dense, state, "test"), "train_time_s": summary.get("train_time_s")}
+        if not (POINTS / f"{names[('l1', lv)]}.json").exists():
+            extra = {**base, "method": "l1", "val_accuracy": accuracy(small, state, "val"), "test_accuracy": accuracy(small, state, "test"),
+                     "epochs": state.config.train.epochs, "fine_tune_epochs": 0}
+            write_point(names[("l1", lv)], common(dense, small, shape, state, extra, SLIM / f"{names[('l1', lv)]}.pt"))
+            log(f"{names[('l1', lv)]}: test {extra['test_accuracy']:.2f}%")
+        pre = accuracy(small, state, "test")
+        ft_time = finetune(small, state, FT_EPOCHS, FT_LR, state.config.train.epochs)
+        extra = {**base, "method": "l1_ft", "test_accuracy_pruned": pre, "val_accuracy": accuracy(small, state, "val"),
+                 "test_accuracy": accuracy(small, state, "test"), "epochs": state.config.train.epochs + FT_EPOCHS,
+                 "fine_tune_epochs": FT_EPOCHS, "fine_tune_lr": FT_LR, "fine_tune_time_s": ft_time}
+        write_point(names[("l1_ft", lv)], common(dense, small, shape, state, extra, SLIM / f"{names[('l1_ft', lv)]}.pt"))
+        log(f"{names[('l1_ft', lv)]}: test {extra['test_accuracy']:.2f}% (before FT {pre:.2f}%)")
+
+
+def tp_points(seed: int, data_dir: str | None) -> None:
+    for lv in LEVELS:
+        name = point_name("tp_gnp", {}, lv, seed)
+        if (POINTS / f"{name}.json").exists():
+            continue
+        raw = OUT / "tp" / f"gnp_macs{lv:g}_s{seed}.json"
+        model_path = SLIM / f"{name}.module.pt"
+        if not raw.exists() or not model_path.exists():
+            log(f"Torch-Pruning GroupNormPruner macs {lv:g} seed {seed}")
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "torch_pruning_gnp.py"), "--config", str(ROOT / "configs" / CONFIGS["dense"]),
+                   "--macs", str(lv), "--seed", str(seed), "--sl-epochs", str(TP_SL_EPOCHS), "--ft-epochs", str(TP_FT_EPOCHS),
+                   "--ft-lr", str(FT_LR), "--reg", str(TP_REG), "--threads", "1", "--cache", str(CACHE),
+                   "--save", str(model_path), "--out", str(raw)]
+            for ov in base_overrides(data_dir):
+                if ov.startswith(("data.", "run.data_dir")):
+                    cmd += ["--set", ov]
+            subprocess.run(cmd, check=True, cwd=ROOT)
+        res = json.loads(raw.read_text())
+        pruned = torch.load(model_path, map_location="cpu", weights_only=False).eval()
+        # the dense reference of the side-by-side timing: the trained dense network of the same seed
+        from sparsehalo.training import load_run
+
+        state, _ = load_run(train_run("dense", {}, seed, data_dir))
+        dense, shape = state.model.eval(), state.input_shape
+        extra = {"method": "tp_gnp", "setting": {"reg": TP_REG}, "seed": seed, "macs_target": lv,
+                 "test_accuracy": res["test_accuracy"], "val_accuracy": res["val_accuracy"],
+                 "test_accuracy_pruned": res["test_accuracy_pruned"], "test_accuracy_before": res["test_accuracy_before"],
+                 "tp_macs_before": res["tp_macs_before"], "tp_macs_after": res["tp_macs_after"],
+                 "tp_params_after": res["tp_params_after"], "epochs": TP_SL_EPOCHS + TP_FT_EPOCHS, "fine_tune_epochs": TP_FT_EPOCHS,
+                 "train_time_s": res["sl_time_s"] + res["ft_time_s"], "layer_shapes": res["layer_shapes"]}
+        point = common(dense, pruned, shape, state, extra, SLIM / f"{name}.pt")
+        assert point["macs_after"] == res["macs_after"], "both MAC readings of the pruned network must agree"
+        write_point(name, point)
+        log(f"{name}: test {extra['test_accuracy']:.2f}%")
+
+
+def chosen(method: str) -> dict | None:
+    """The candidate with the best mean validation accuracy over the levels (seed 0), once all are measured."""
+    best, best_val = None, -1.0
+    for setting in CANDIDATES[method]:
+        vals = []
+        for lv in LEVELS:
+            p = POINTS / f"{point_name(method, setting, lv, 0)}.json"
+            if not p.exists():
+                return None
+            vals.append(json.loads(p.read_text())["val_accuracy"])
+        if statistics.mean(vals) > best_val:
+            best, best_val = setting, statistics.mean(vals)
+    return best
+
+
+def past_deadline(deadline: str | None) -> bool:
+    if not deadline:
+        return False
+    h, m = map(int, deadline.split(":"))
+    now = dt.datetime.now()
+    return (now.hour, now.minute) >= (h, m)
+
+
+def run_all(seeds: list[int], data_dir: str | None, deadline: str | None) -> None:
+    jobs = []
+    def penalty_jobs(method: str, seed: int) -> list:
+        if seed == 0:
+            return [(f"{method} {setting_key(s)} s0", lambda s=s: penalty_points(method, s, 0, data_dir)) for s in CANDIDATES[method]]
+        return [(f"{method} chosen s{seed}",
+                 lambda: penalty_points(method, chosen(method), seed, data_dir) if chosen(method) else log(f"{method}: no choice yet"))]
+
+    for seed in seeds:  # the key comparison (group HALO vs Torch-Pruning) first in every seed
+        jobs += penalty_jobs("group_halo", seed)
+        jobs.append((f"tp s{seed}", lambda sd=seed: tp_points(sd, data_dir)))
+        jobs.append((f"l1 s{seed}", lambda sd=seed: l1_points(sd, data_dir)))
+        jobs += penalty_jobs("group_lasso", seed)
+    for label, job in jobs:
+        if past_deadline(deadline):
+            log(f"deadline {deadline} reached: not starting {label}")
+            break
+        job()
+        report()
+
+
+# -- the page -------------------------------------------------------------------------------------
+def load_points() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(POINTS.glob("*.json"))] if POINTS.exists() else []
+
+
+def main_rows(points: list[dict]) -> list[dict]:
+    """Points of the main comparison: the chosen setting of the penalty methods, every point of the others."""
+    picks = {m: chosen(m) for m in CANDIDATES}
+    return [p for p in points if p["method"] not in CANDIDATES or (picks[p["method"]] is not None and p["setting"] == picks[p["method"]])]
+
+
+def agg(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def grouped(rows: list[dict]) -> dict:
+    out: dict = {}
+    for p in rows:
+        out.setdefault((p["method"], p["macs_target"]), []).append(p)
+    return out
+
+
+def report() -> None:
+    points = load_points()
+    rows = main_rows(points)
+    groups = grouped(rows)
+    OUT.mkdir(parents=True, exist_ok=True)
+    fields = ["method", "setting", "seed", "macs_target", "val_accuracy", "test_accuracy", "test_accuracy_before", "params_before",
+              "params_after", "macs_before", "macs_after", "tp_macs_after", "file_bytes_dense", "file_bytes_slim", "latency_ms_dense",
+              "latency_ms_pruned", "latency_speedup", "throughput_dense", "throughput_pruned", "throughput_ratio", "epochs",
+              "fine_tune_epochs", "train_time_s"]
+    with open(OUT / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for p in sorted(points, key=lambda p: (p["method"], json.dumps(p["setting"], sort_keys=True), p["macs_target"], p["seed"])):
+            w.writerow({**p, "setting": setting_key(p["setting"])})
+    plot(groups)
+    (OUT / "README.md").write_text(page(points, rows, groups))
+
+
+def plot(groups: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for i, method in enumerate(ORDER):
+        xs, ys, es = [], [], []
+        for lv in LEVELS:
+            pts = groups.get((method, lv), [])
+            if not pts:
+                continue
+            acc = [p["test_accuracy"] for p in pts]
+            xs.append(statistics.mean(p["macs_after"] for p in pts) / 1e6)
+            ys.append(statistics.mean(acc))
+            es.append(statistics.stdev(acc) if len(acc) > 1 else 0.0)
+        if xs:
+            off = (i - 2) * 0.008  # a small horizontal offset so that the markers at one level do not hide each other
+            ax.errorbar([x + off for x in xs], ys, yerr=es, color=COLORS[method], marker=MARKERS[method], ms=7, capsize=3,
+                        lw=1.5, label=LABELS[method])
+    dense = [p["test_accuracy_before"] for m in ("l1", "l1_ft") for lv in LEVELS for p in groups.get((m, lv), [])]
+    if dense:  # the trained dense networks the L1 rows start from
+        ax.errorbar([2.293], [statistics.mean(dense)], yerr=[statistics.stdev(dense) if len(set(dense)) > 1 else 0.0],
+                    color="black", marker="*", ms=11, capsize=3, ls="none", label="dense (no pruning)")
+    ax.set_xlabel("MACs per example after pruning (millions; dense: 2.29 M)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("LeNet-5-Caffe / MNIST, structured pruning at 2x and 4x fewer MACs")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    fig.tight_layout()
+    fig.savefig(OUT / "accuracy_vs_macs.png", dpi=130)
+    plt.close(fig)
+
+
+def page(points: list[dict], rows: list[dict], groups: dict) -> str:
+    seeds_of = lambda pts: sorted({p["seed"] for p in pts})  # noqa: E731
+    lines = ["# Structured pruning at matched MACs: LeNet-5-Caffe on MNIST", "",
+             "Regenerate (resumable; finished runs and points are skipped): `.venv/bin/python scripts/structured_results.py "
+             "--seeds 0 1 2 --data-dir /work/shared/datasets`; rewrite this page from finished points only: "
+             "`.venv/bin/python scripts/structured_results.py --report`.", "",
+             "## Protocol", "",
+             "- Model LeNet-5-Caffe (conv 20@5x5, conv 50@5x5, fc 800-500-10; 431,080 parameters, 2,293,000 MACs per example "
+             "counted by `sparsehalo.measure.layer_costs`: Conv / Linear multiply-accumulates only). Targets: remove 50% "
+             "(2x fewer) and 75% (4x fewer) of the dense MACs.",
+             "- Data: MNIST, every method on the same 50,000 training images (`data.val_size = 10000` carved off by the seed; the "
+             "validation split chooses the penalty strengths, never the test set), the same batches of 100 in the same order, "
+             "SGD lr 0.05 momentum 0.9, cosine schedule, one thread.",
+             "- Epoch budget: 10 epochs per method (the dense recipe `configs/mnist_lenet5_caffe_dense.toml`). Group HALO, group "
+             "lasso and L1 without fine-tuning: 10 training epochs, no fine-tuning. L1 with fine-tuning: the 10 dense epochs + "
+             f"{FT_EPOCHS} fine-tuning epochs (SGD lr {FT_LR}, cosine to 0) = 13. Torch-Pruning GroupNormPruner: "
+             f"{TP_SL_EPOCHS} epochs of sparsity learning from scratch (lr 0.05 cosine, its regularizer, reg {TP_REG:g}) + "
+             f"{TP_FT_EPOCHS} epochs of fine-tuning (lr {FT_LR}, cosine) = 10.",
+             "- Group HALO / group lasso (`configs/mnist_lenet5_caffe_group_halo.toml`, `..._group_lasso.toml`): one group per "
+             "output channel / neuron with its bias, the output layer fc2 not penalized; trained, then "
+             "`prune_channels(macs=..., scope=\"global\")` (exact MACs target, coupled layers together) and `slim()`; **no "
+             "fine-tuning**.",
+             "- L1-norm filter pruning (Li et al., ICLR 2017), from the trained dense network of the same seed: units of every "
+             "coupled group ranked by the L1 norm of their weights (biases excluded), removed lowest first with every layer's "
+             "removed share kept as equal as possible (one ratio for all layers; Li et al.'s per-layer sensitivity analysis is "
+             "not run), until the MACs target is reached; then `slim()`; fine-tuned as stated (removed units stay at zero: "
+             "they no longer exist).",
+             "- Torch-Pruning 1.6.1 `GroupNormPruner` (`benchmarks/torch_pruning_gnp.py`): its documented recipe: "
+             "`pruner.update_regularizer()` each epoch and `pruner.regularize(model)` after `loss.backward()` (no weight decay "
+             "meanwhile), then `GroupMagnitudeImportance(p=2)`, global pruning, output layer ignored, `pruner.step()` in "
+             "small steps (2,000 instead of its benchmarks' 400) until the MACs target is reached (read with sparsehalo's "
+             "counter so the target means the same as for the others; `tp.utils.count_ops_and_params` also reported), then "
+             "fine-tuning. Its `reg` was not tuned (the value of its own benchmark scripts).",
+             "- Latency (batch 1) and throughput (batch 256): the trained dense network and the slim (physically smaller, "
+             "dense) pruned one in one process on this CPU, `torch.set_num_threads(1)`, warm-up, the two alternated, median of "
+             "15 repeats (100 calls per repeat at batch 1, 3 at batch 256), `torch.inference_mode`. Another job used the "
+             "machine's other core meanwhile. File size: `torch.save` of the state dict.",
+             "- CIFAR-10 ResNet-20: **not run** (out of reach of this 2-core CPU in the time this comparison had).", ""]
+    if not points:
+        return "\n".join(lines + ["No finished points yet."]) + "\n"
+    n_all = len(points)
+    lines += [f"{n_all} points finished ({len(rows)} in the main comparison).", "",
+              "## Test accuracy at matched MACs", "",
+              "Mean ± std over the seeds listed (n per cell); dense (unpruned) accuracy of the same runs in the last column.", "",
+              "| method | epochs | 2x fewer MACs (50%) | n | 4x fewer MACs (75%) | n | before pruning |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for method in ORDER:
+        cells, before, eps = [], [], "-"
+        for lv in LEVELS:
+            pts = groups.get((method, lv), [])
+            cells += [agg([p["test_accuracy"] for p in pts]), f"{len(pts)} (seeds {', '.join(map(str, seeds_of(pts)))})" if pts else "0"]
+            before += [p["test_accuracy_before"] for p in pts if lv == LEVELS[0]]
+            if pts:
+                eps = str(pts[0]["epochs"])
+        if any(c != "-" for c in cells[::2]):
+            lines.append(f"| {LABELS[method]} | {eps} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {agg(before)} |")
+    lines += ["", "## Size and measured speed (seed means)", "",
+              "MACs and parameters by sparsehalo's counter (Torch-Pruning's own counter, which also counts bias / ReLU / "
+              "pooling operations, in parentheses for its rows). Speed: dense / pruned side by side in one process.", "",
+              "| method | MACs target | MACs after | params after | file (KB) slim / dense | latency b=1 (ms) dense / pruned | "
+              "speed-up | throughput b=256 (img/s) dense / pruned | ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for method in ORDER:
+        for lv in LEVELS:
+            pts = groups.get((method, lv), [])
+            if not pts:
+                continue
+            mean = lambda k: statistics.mean(p[k] for p in pts)  # noqa: E731
+            tp_note = f" ({mean('tp_macs_after'):,.0f})" if method == "tp_gnp" else ""
+            lines.append(f"| {LABELS[method]} | {100 * lv:g}% | {mean('macs_after'):,.0f}{tp_note} ({100 * (1 - mean('macs_after') / mean('macs_before')):.2f}% removed) "
+                         f"| {mean('params_after'):,.0f} of {mean('params_before'):,.0f} | {mean('file_bytes_slim') / 1024:.0f} / {mean('file_bytes_dense') / 1024:.0f} "
+                         f"| {mean('latency_ms_dense'):.3f} / {mean('latency_ms_pruned'):.3f} | {mean('latency_speedup'):.2f}x "
+                         f"| {mean('throughput_dense'):,.0f} / {mean('throughput_pruned'):,.0f} | {mean('throughput_ratio'):.2f}x |")
+    lines += ["", "![accuracy against MACs](accuracy_vs_macs.png)", "", "## Targets", ""]
+    gh, tpp = groups.get(("group_halo", 0.5), []), groups.get(("tp_gnp", 0.5), [])
+    if gh and tpp:
+        a, b = statistics.mean(p["test_accuracy"] for p in gh), statistics.mean(p["test_accuracy"] for p in tpp)
+        lines.append(f"- Group HALO without fine-tuning >= Torch-Pruning GroupNormPruner with fine-tuning at 2x fewer MACs: "
+                     f"**{'met' if a >= b else 'missed'}** ({a:.2f}% vs {b:.2f}%, n = {len(gh)} / {len(tpp)}).")
+    else:
+        lines.append("- Group HALO without fine-tuning >= Torch-Pruning GroupNormPruner with fine-tuning at 2x fewer MACs: not yet measured.")
+    half = [p for (m, lv), pts in groups.items() if lv == 0.5 for p in pts]
+    if half:
+        ratios = {m: statistics.mean(p["throughput_ratio"] for p in groups[(m, 0.5)]) for m in ORDER if (m, 0.5) in groups}
+        best = max(ratios.values())
+        lines.append(f"- Measured throughput >= 1.8x at 2x fewer MACs (batch 256, one thread): **{'met' if best >= 1.8 else 'missed'}** "
+                     f"({', '.join(f'{LABELS[m]} {r:.2f}x' for m, r in ratios.items())}).")
+    lines += ["", "## Penalty strengths chosen on validation (seed 0)", "",
+              "Validation accuracy (%) after `prune_channels` + `slim`, no fine-tuning; the setting with the best mean over both "
+              "levels is used for the other seeds and the tables above. Test accuracy shown for information only.", "",
+              "| method | setting | val 2x | val 4x | test 2x | test 4x | chosen |", "|---|---|---:|---:|---:|---:|---|"]
+    for method, settings in CANDIDATES.items():
+        pick = chosen(method)
+        for s in settings:
+            cells = []
+            for key in ("val_accuracy", "test_accuracy"):
+                for lv in LEVELS:
+                    p = POINTS / f"{point_name(method, s, lv, 0)}.json"
+                    cells.append(f"{json.loads(p.read_text())[key]:.2f}" if p.exists() else "-")
+            lines.append(f"| {method} | {setting_key(s)} | {' | '.join(cells)} | {'yes' if s == pick else ''} |")
+    lines += ["", "## Units kept per layer (seed 0)", "", "| method | MACs target | conv1 | conv2 | fc1 |", "|---|---:|---:|---:|---:|"]
+    for method in ORDER:
+        for lv in LEVELS:
+            pts = [p for p in groups.get((method, lv), []) if p["seed"] == 0]
+            if not pts:
+                continue
+            p = pts[0]
+            if "layers" in p:
+                kept = {r["layers"][0]: f"{r['kept']}/{r['units']}" for r in p["layers"]}
+            else:
+                full = {"conv1": 20, "conv2": 50, "fc1": 500}
+                kept = {n: f"{s[0]}/{full[n]}" for n, s in p["layer_shapes"].items() if n in full}
+            lines.append(f"| {LABELS[method]} | {100 * lv:g}% | {kept.get('conv1', '-')} | {kept.get('conv2', '-')} | {kept.get('fc1', '-')} |")
+    times = [p.get("train_time_s") for p in rows if p.get("train_time_s")]
+    lines += ["", f"Runtimes: training {min(times):.0f}-{max(times):.0f} s per run on one core (10 epochs; the Torch-Pruning "
+              "time is sparsity learning + fine-tuning)." if times else "", "",
+              "Files: `summary.csv` (every point, candidates included), `points/*.json` (one per method, setting, level, seed), "
+              "`runs/` (sparsehalo run directories: config, metrics, summary; checkpoints not committed), `tp/` (the "
+              "Torch-Pruning benchmark's own JSON). Slim checkpoints (`slim/`) and the sparsity-learning cache are not committed."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--deadline", default=None, help="HH:MM: start no new job after this local time")
+    ap.add_argument("--report", action="store_true", help="only rewrite the page from finished points")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if not a.report:
+        run_all(a.seeds, a.data_dir, a.deadline)
+    report()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
