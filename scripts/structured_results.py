@@ -527,8 +527,10 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
             lines.append(f"| {LABELS[method]} | {eps} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {agg(before)} |")
     lines += ["", "## Size and measured speed (seed means)", "",
               "MACs and parameters by sparsehalo's counter (Torch-Pruning's own counter, which also counts bias / ReLU / "
-              "pooling operations, in parentheses for its rows). Speed: dense / pruned side by side in one process.", "",
-              "| method | MACs target | MACs after | params after | file (KB) slim / dense | latency b=1 (ms) dense / pruned | "
+              "pooling operations, in parentheses for its rows). Speed: dense / pruned side by side in one process; the "
+              "L1 rows with and without fine-tuning time the same architecture twice, so their spread (a few percent) is the "
+              "measurement noise (another job shared the machine).", "",
+              "| method | MACs target | MACs after of before | params after of before | file (KB) slim / dense | latency b=1 (ms) dense / pruned | "
               "speed-up | throughput b=256 (img/s) dense / pruned | ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method in ORDER:
         for lv in LEVELS:
@@ -537,7 +539,7 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
                 continue
             mean = lambda k: statistics.mean(p[k] for p in pts)  # noqa: E731
             tp_note = f" ({mean('tp_macs_after'):,.0f})" if method == "tp_gnp" else ""
-            lines.append(f"| {LABELS[method]} | {100 * lv:g}% | {mean('macs_after'):,.0f}{tp_note} ({100 * (1 - mean('macs_after') / mean('macs_before')):.2f}% removed) "
+            lines.append(f"| {LABELS[method]} | {100 * lv:g}% | {mean('macs_after'):,.0f}{tp_note} of {mean('macs_before'):,.0f} ({100 * (1 - mean('macs_after') / mean('macs_before')):.2f}% removed) "
                          f"| {mean('params_after'):,.0f} of {mean('params_before'):,.0f} | {mean('file_bytes_slim') / 1024:.0f} / {mean('file_bytes_dense') / 1024:.0f} "
                          f"| {mean('latency_ms_dense'):.3f} / {mean('latency_ms_pruned'):.3f} | {mean('latency_speedup'):.2f}x "
                          f"| {mean('throughput_dense'):,.0f} / {mean('throughput_pruned'):,.0f} | {mean('throughput_ratio'):.2f}x |")
