@@ -525,6 +525,11 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
                 eps = str(pts[0]["epochs"])
         if any(c != "-" for c in cells[::2]):
             lines.append(f"| {LABELS[method]} | {eps} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {agg(before)} |")
+    tp_pre = {lv: [p["test_accuracy_pruned"] for p in groups.get(("tp_gnp", lv), [])] for lv in LEVELS}
+    if any(tp_pre.values()):
+        lines += ["", "For Torch-Pruning, \"before pruning\" is the network after its sparsity learning; right after pruning, "
+                  "before its fine-tuning, it scored " + " and ".join(f"{agg(v)} at {1 / (1 - lv):g}x" for lv, v in tp_pre.items() if v)
+                  + " (pruning itself cost it almost nothing: after the sparsity learning the units it removed contributed little)."]
     lines += ["", "## Size and measured speed (seed means)", "",
               "MACs and parameters by sparsehalo's counter (Torch-Pruning's own counter, which also counts bias / ReLU / "
               "pooling operations, in parentheses for its rows). Speed: dense / pruned side by side in one process; the "
