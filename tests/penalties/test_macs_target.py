@@ -10,7 +10,6 @@ from sparsehalo import models
 from sparsehalo.errors import ConfigError
 from sparsehalo.measure.cost import layer_costs
 from sparsehalo.penalties import GroupHALO
-from sparsehalo.penalties.macs_target import MacsTarget
 from sparsehalo.pruning.slimming import slim
 from sparsehalo.pruning.structured import ChannelMask, prune_channels
 from sparsehalo.training import build

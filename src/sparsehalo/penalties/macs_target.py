@@ -10,8 +10,8 @@ over the penalty's groups of its producers (each of which has its own scale).  E
 
 * **measured** ``s``: the share of the network's dense MACs removed by deleting every unit at zero,
   ``n_u <= zero_eps * sqrt(entries of u)`` (each entry within ``zero_eps``, in RMS), each prunable group
-  keeping one unit; MACs are exact (:class:`Costs`: every Conv / Linear layer costs
-  ``c_L * k_out * k_in``, ``k`` its kept units);
+  keeping one unit; MACs are exact (:class:`~sparsehalo.pruning.structured.MacsCounter`, the final prune's own
+  counter: every Conv / Linear layer costs ``c_L * k_out * k_in``, ``k`` its kept units);
 * **prune set** ``P``: the units that the final ``prune_channels(macs=target)`` would remove now: in
   the order of the normalized norm ``n_u / rms_g`` (global scope of :mod:`sparsehalo.pruning.structured`),
   removed one at a time until the MACs removed reach the target;
@@ -33,44 +33,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..measure.cost import layer_costs
 from ..pruning.coupling import coupled_groups
-
-
-class Costs:
-    """Exact dense MACs as a function of the kept units of each prunable group."""
-
-    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], groups: list, every: list):
-        costs = {c.name: c.macs_dense for c in layer_costs(model, input_shape)}
-        self.total = float(sum(costs.values()))
-        out_of = {p: i for i, g in enumerate(groups) for p in g.producers}
-        in_of = {c: i for i, g in enumerate(groups) for c, _ in g.consumers}
-        sizes = {p: g.size for g in every for p in g.producers}
-        self.layers: list[tuple[float, int | None, int | None, int, int]] = []
-        for name in sorted(set(out_of) | set(in_of)):
-            m = model.get_submodule(name)
-            n_out = sizes[name]
-            n_in = groups[in_of[name]].size if name in in_of else getattr(m, "in_channels", getattr(m, "in_features", 1))
-            self.layers.append((costs.get(name, 0) / (n_out * n_in), out_of.get(name), in_of.get(name), n_out, n_in))
-        self.touching: list[list[int]] = [[] for _ in groups]
-        for i, (_, go, gi, _, _) in enumerate(self.layers):
-            for g in {go, gi} - {None}:
-                self.touching[g].append(i)
-        self.fixed = self.total - sum(c * o * n for c, _, _, o, n in self.layers)  # layers no group touches
-
-    def macs(self, kept: list[int]) -> float:
-        """Dense MACs with ``kept[g]`` units of group ``g``."""
-        return self.fixed + sum(c * (o if go is None else kept[go]) * (n if gi is None else kept[gi])
-                                for c, go, gi, o, n in self.layers)
-
-    def marginal(self, g: int, kept: list[int]) -> float:
-        """MACs saved by removing one more unit of group ``g``."""
-        saved = 0.0
-        for i in self.touching[g]:
-            c, go, gi, o, n = self.layers[i]
-            k_out, k_in = (o if go is None else kept[go]), (n if gi is None else kept[gi])
-            saved += c * (k_out * k_in - (k_out - (go == g)) * (k_in - (gi == g)))
-        return saved
+from ..pruning.structured import MacsCounter
 
 
 class MacsTarget:
@@ -95,7 +59,7 @@ class MacsTarget:
                 self.members.append(members)
         if not self.groups:
             raise ConfigError("target_macs: no prunable channel or neuron group has all its layers penalized")
-        self.costs = Costs(model, tuple(input_shape), self.groups, every)
+        self.costs = MacsCounter(model, tuple(input_shape), self.groups, every)
         entries = [sum(sets[i].group_size for i in m) for m in self.members]
         self.thresholds = [zero_eps * math.sqrt(e) for e in entries]
         self.num_sets = len(sets)
@@ -122,7 +86,7 @@ class MacsTarget:
         order = torch.argsort(torch.cat(keys), stable=True)
         gid, uid = torch.cat(gid)[order].tolist(), torch.cat(uid)[order].tolist()
         kept = [g.size for g in self.groups]
-        need, saved = target * self.costs.total, 0.0
+        need, saved = math.ceil(round(target * self.costs.total, 6)), 0  # as prune_channels counts it
         out = [torch.zeros(size, dtype=torch.bool) for size in self.set_sizes]
         for g, u in zip(gid, uid):
             if saved >= need:

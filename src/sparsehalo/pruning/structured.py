@@ -189,8 +189,10 @@ def _fraction(name: str, value: object) -> float:
     return float(value)
 
 
-class _Macs:
-    """Exact dense MACs of the network as a function of the kept units of each group."""
+class MacsCounter:
+    """Exact dense MACs of the network as a function of the kept units of each group: every Conv / Linear
+    layer costs ``c_L * k_out * k_in`` (``c_L`` its MACs per pair of units).  :meth:`remove_one` walks
+    (``now``); :meth:`macs` and :meth:`marginal` answer for any ``kept`` (one count per group) without state."""
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], groups: list[Group], all_groups: list[Group]):
         costs = {c.name: c.macs_dense for c in layer_costs(model, input_shape)}
@@ -209,6 +211,7 @@ class _Macs:
             for gidx in {go, gi} - {None}:
                 self.of_group[gidx].append(len(self.layers) - 1)
         self.now = self.total
+        self.full = [row[3] * row[4] for row in self.layers]  # unit pairs of each layer at full width
 
     def remove_one(self, g: int) -> None:
         for i in self.of_group[g]:
@@ -217,6 +220,23 @@ class _Macs:
             row[3] -= row[1] == g
             row[4] -= row[2] == g
             self.now -= before - row[0] * row[3] * row[4]
+
+    def _sizes(self, row: list, kept: list[int]) -> tuple[int, int]:
+        c, go, gi, n_out, n_in = row
+        return (n_out if go is None else kept[go]), (n_in if gi is None else kept[gi])
+
+    def macs(self, kept: list[int]) -> int:
+        """Dense MACs with ``kept[g]`` units of group ``g`` (layers no group touches at full cost)."""
+        return self.total - sum(row[0] * (self.full[i] - math.prod(self._sizes(row, kept))) for i, row in enumerate(self.layers))
+
+    def marginal(self, g: int, kept: list[int]) -> int:
+        """MACs saved by removing one more unit of group ``g`` from ``kept``."""
+        saved = 0
+        for i in self.of_group[g]:
+            row = self.layers[i]
+            k_out, k_in = self._sizes(row, kept)
+            saved += row[0] * (k_out * k_in - (k_out - (row[1] == g)) * (k_in - (row[2] == g)))
+        return saved
 
 
 def _order(norms: list[torch.Tensor], scope: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,7 +292,7 @@ def prune_channels(model: nn.Module, input_shape: tuple[int, ...], *, channels: 
     norms = [unit_norms(model, g) for g in groups]
     keep = [torch.ones(g.size, dtype=torch.bool) for g in groups]
     gid, uid = _order(norms, scope)
-    cost = _Macs(model, input_shape, groups, every)
+    cost = MacsCounter(model, input_shape, groups, every)
     if macs is None and scope == "layer":
         for g, n in enumerate(norms):
             keep[g][torch.argsort(n, stable=True)[: min(round(target * n.numel()), n.numel() - 1)]] = False

@@ -310,7 +310,7 @@ def _epochs(state: RunState, run_dir: Path, echo: Callable[[str], None], hooks: 
         # One pass over the data, then the row of this epoch (rank 0 evaluates and logs).
         bar = Progress(state.steps_per_epoch, f"epoch {epoch + 1}/{epochs}", enabled=config.run.progress and world.main)
         stats = train_epoch(state, epoch, bar, on_step if sinks else None, config.run.log_every)
-        distributed.check_same(state.shared_tensors(), world, f"after epoch {epoch + 1}")
+        state.check_ranks(f"after epoch {epoch + 1}")
         if not world.main:
             continue
         log = EpochLog(run_dir, epoch, epoch_row(state, epoch, stats, final=epoch + 1 == epochs), history, epoch + 1 == epochs)

@@ -113,7 +113,13 @@ class RunState:
 
     def sync_from_main(self) -> None:
         """Give every rank rank 0's network, penalty and mask (after a method acted at a phase start)."""
-        distributed.broadcast_(self.shared_tensors(), self.world)
+        if self.world.distributed:
+            distributed.broadcast_(self.shared_tensors(), self.world)
+
+    def check_ranks(self, what: str) -> None:
+        """Raise if the ranks hold different networks, penalties or masks (:func:`.distributed.check_same`)."""
+        if self.world.distributed:
+            distributed.check_same(self.shared_tensors(), self.world, what)
 
     def train_batches(self, epoch: int):
         """The training batches of ``epoch`` this process steps on (its shard of each global batch)."""
