@@ -1,14 +1,17 @@
-"""Structured pruning at matched MACs on LeNet-5-Caffe / MNIST: group HALO and group lasso (no fine-tuning),
-L1-norm filter pruning (Li et al., ICLR 2017; with and without fine-tuning) and Torch-Pruning's
-GroupNormPruner (its sparsity learning, pruning and fine-tuning), at 2x and 4x fewer MACs.
+"""Structured pruning at matched MACs: group HALO and group lasso (no fine-tuning), L1-norm filter pruning
+(Li et al., ICLR 2017; with and without fine-tuning) and Torch-Pruning's GroupNormPruner (its sparsity
+learning, pruning and fine-tuning), at 2x and 4x fewer MACs, on one of two cases (``--case``):
+``lenet5_caffe`` (MNIST, the default, ``results/structured/``) and ``resnet20`` (CIFAR-10 ResNet-20 at a
+REDUCED CPU budget, ``results/structured/cifar10_resnet20/``).
 
-Resumable: every training is a sparsehalo run directory under ``results/structured/runs/`` (finished runs
-are skipped, interrupted ones resume), every measured point one JSON under ``results/structured/points/``
-(written once, skipped when present).  ``--report`` rewrites ``README.md``, ``summary.csv`` and
-``accuracy_vs_macs.png`` from the finished points only.
+Resumable: every training is a sparsehalo run directory under ``<out>/runs/`` (finished runs are skipped,
+interrupted ones resume), every measured point one JSON under ``<out>/points/`` (written once, skipped
+when present).  ``--report`` rewrites ``README.md``, ``summary.csv`` and ``accuracy_vs_macs.png`` from the
+finished points only.
 
     .venv/bin/python scripts/structured_results.py --seeds 0            # seed 0 of every method and level
     .venv/bin/python scripts/structured_results.py --seeds 0 1 2        # more seeds
+    .venv/bin/python scripts/structured_results.py --case resnet20 --seeds 0 --jobs target tp
     .venv/bin/python scripts/structured_results.py --report
 
 Protocol (also written on the page):
@@ -45,23 +48,112 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "results" / "structured"
-RUNS, POINTS, SLIM, CACHE = OUT / "runs", OUT / "points", OUT / "slim", OUT / "cache"
 LEVELS = (0.5, 0.75)  # shares of the dense MACs removed: 2x and 4x fewer MACs
-CONFIGS = {"dense": "mnist_lenet5_caffe_dense.toml", "group_halo": "mnist_lenet5_caffe_group_halo.toml",
-           "group_lasso": "mnist_lenet5_caffe_group_lasso.toml"}
-CANDIDATES = {"group_halo": [{"xi": 1e-3, "psi": 1e-3}, {"xi": 4e-3, "psi": 4e-3}],
-              "group_lasso": [{"xi": 1e-4}, {"xi": 4e-4}]}
-FT_EPOCHS, FT_LR = 3, 0.01
-TP_SL_EPOCHS, TP_FT_EPOCHS, TP_REG = 7, 3, 5e-4
-LABELS = {"group_halo_target": "group HALO, target MACs, no FT", "group_halo": "group HALO, no FT", "group_lasso": "group lasso, no FT", "l1": "L1-norm filters, no FT",
-          "l1_ft": f"L1-norm filters + {FT_EPOCHS} ep FT", "tp_gnp": f"Torch-Pruning GNP ({TP_SL_EPOCHS} ep SL + {TP_FT_EPOCHS} ep FT)"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model / dataset of the comparison: its configs, candidates, budgets and output folder."""
+
+    out: Path
+    configs: dict
+    candidates: dict  # penalty method -> settings tried on the validation split with seed 0
+    target_start: dict  # group HALO's starting strength in MACs target mode
+    target_name: str  # the run name of the target-mode runs
+    val_size: int
+    title: str
+    protocol: tuple  # the page's case-specific protocol lines
+    ft_epochs: int = 3
+    ft_lr: float = 0.01
+    tp_sl_epochs: int = 7
+    tp_ft_epochs: int = 3
+    tp_reg: float = 5e-4
+    speed_note: str = ""  # what the page says about MACs against measured time
+    footer: tuple = ()  # protocol lines after the common ones
+
+
+CASES = {
+    "lenet5_caffe": Case(
+        out=ROOT / "results" / "structured",
+        configs={"dense": "mnist_lenet5_caffe_dense.toml", "group_halo": "mnist_lenet5_caffe_group_halo.toml",
+                 "group_lasso": "mnist_lenet5_caffe_group_lasso.toml"},
+        candidates={"group_halo": [{"xi": 1e-3, "psi": 1e-3}, {"xi": 4e-3, "psi": 4e-3}],
+                    "group_lasso": [{"xi": 1e-4}, {"xi": 4e-4}]},
+        #: group HALO's MACs target mode (``penalty.target_macs``): one run per level, no grid; its starting strength
+        #: xi = psi = 1e-3 was chosen on the validation split (a run at target 50%: 1e-3 ended with 55.8% of the MACs
+        #: at zero and 99.13% validation accuracy, 5e-3 overshot to 89.1% with 98.99%).
+        target_start={"xi": 1e-3, "psi": 1e-3}, target_name="mnist_lenet5_caffe_group_halo_target", val_size=10000,
+        title="Structured pruning at matched MACs: LeNet-5-Caffe on MNIST",
+        protocol=(
+            "- Model LeNet-5-Caffe (conv 20@5x5, conv 50@5x5, fc 800-500-10; {params:,} parameters, {macs:,} MACs per example "
+            "counted by `sparsehalo.measure.layer_costs`: Conv / Linear multiply-accumulates only). Targets: remove 50% "
+            "(2x fewer) and 75% (4x fewer) of the dense MACs.",
+            "- Data: MNIST, every method on the same 50,000 training images (`data.val_size = 10000` carved off by the seed; the "
+            "validation split chooses the penalty strengths, never the test set), the same batches of 100 in the same order, "
+            "SGD lr 0.05 momentum 0.9, cosine schedule, one thread.",
+            "- Training recipe: 10 epochs (the dense recipe `configs/mnist_lenet5_caffe_dense.toml`).",
+            "- Group HALO / group lasso (`configs/mnist_lenet5_caffe_group_halo.toml`, `..._group_lasso.toml`): one group per "
+            "output channel / neuron with its bias, the output layer fc2 not penalized."),
+        footer=("- CIFAR-10 ResNet-20: [its own page](cifar10_resnet20/README.md) (a reduced CPU budget, one seed).",),
+        speed_note=("MACs are not time: timed alone at batch 256 on one thread (once, this machine), conv1 (24x24 outputs "
+                    "from one input channel) ran at 3.8 GMAC/s, conv2 at 12.1 and fc1 at 19.7, and conv1 with its ReLU and "
+                    "max-pooling on the 20x24x24 maps took about half of the dense forward time (47 of 99 ms in a segment "
+                    "timing under load) for 13% of its MACs; so a network that keeps all of conv1 and removes conv2 channels "
+                    "instead gains less at the same MACs (see the units kept per group).")),
+    "resnet20": Case(
+        out=ROOT / "results" / "structured" / "cifar10_resnet20",
+        configs={"dense": "cifar10_resnet20_cpu_dense.toml", "group_halo": "cifar10_resnet20_cpu_group_halo.toml",
+                 "group_lasso": "cifar10_resnet20_cpu_group_lasso.toml"},
+        # one setting each, not tuned on CIFAR (the reduced budget has no room for a grid): see the configs
+        candidates={"group_halo": [{"xi": 1e-3, "psi": 1e-3}], "group_lasso": [{"xi": 1e-3}]},
+        target_start={"xi": 1e-3, "psi": 1e-3}, target_name="cifar10_resnet20_cpu_group_halo_target", val_size=5000,
+        title="Structured pruning at matched MACs: CIFAR-10 ResNet-20 (REDUCED CPU budget, one seed)",
+        protocol=(
+            "- **A REDUCED experiment, not a paper protocol**: 10 epochs per method (papers train ResNet-20 for 160-300), one "
+            "seed (0), no tuning of any method on CIFAR (one setting each, stated in its config); about 16 minutes per "
+            "10-epoch run on one core of this 2-core CPU.",
+            "- Model CIFAR ResNet-20 (`model.kwargs.depth = 20`, projection shortcuts; {params:,} parameters, {macs:,} MACs per "
+            "example by `sparsehalo.measure.layer_costs`: Conv / Linear multiply-accumulates only). Targets: remove 50% "
+            "(2x fewer) and 75% (4x fewer) of the dense MACs. A stage's residual stream (its stem or shortcut conv and every "
+            "block's second conv) is one coupled group, pruned jointly.",
+            "- Data: CIFAR-10 (the JPEG copy of `../shared/datasets`), every method on the same 45,000 training images "
+            "(`data.val_size = 5000` carved off by the seed), random crop + flip, the same batches of 128 in the same order, "
+            "SGD lr 0.1 momentum 0.9 weight decay 1e-4, cosine schedule, one thread (`configs/cifar10_resnet20_cpu_dense.toml`).",
+            "- Group HALO / group lasso (`configs/cifar10_resnet20_cpu_group_halo.toml`, `..._group_lasso.toml`): every conv is "
+            "followed by its BatchNorm, so the groups are the BatchNorms' `(gamma_c, beta_c)` pairs (`types = "
+            "[\"BatchNorm2d\"]`, `biases = true`): a channel after `BN(conv)` is `gamma_c z + beta_c`, zero exactly when "
+            "both are, whatever the conv's weights; `prune_channels` scores the same pairs (`Group.stages`). The output "
+            "layer is not penalized. Group HALO xi = psi = 1e-3 (LeNet-5-Caffe's choice), group lasso xi = 1e-3 (network "
+            "slimming's pull on the BatchNorm scales rescaled to 10 epochs), neither tuned here.")),
+}
+
+#: the case in use (``--case``): ``use()`` binds these names
+OUT = RUNS = POINTS = SLIM = CACHE = None
+CONFIGS = CANDIDATES = LABELS = TARGET_START = CASE = None
+FT_EPOCHS = FT_LR = TP_SL_EPOCHS = TP_FT_EPOCHS = TP_REG = None
+
+
+def use(key: str) -> None:
+    global OUT, RUNS, POINTS, SLIM, CACHE, CONFIGS, CANDIDATES, LABELS, TARGET_START, CASE
+    global FT_EPOCHS, FT_LR, TP_SL_EPOCHS, TP_FT_EPOCHS, TP_REG
+    CASE = c = CASES[key]
+    OUT = c.out
+    RUNS, POINTS, SLIM, CACHE = OUT / "runs", OUT / "points", OUT / "slim", OUT / "cache"
+    CONFIGS, CANDIDATES, TARGET_START = c.configs, c.candidates, c.target_start
+    FT_EPOCHS, FT_LR, TP_SL_EPOCHS, TP_FT_EPOCHS, TP_REG = c.ft_epochs, c.ft_lr, c.tp_sl_epochs, c.tp_ft_epochs, c.tp_reg
+    LABELS = {"group_halo_target": "group HALO, target MACs, no FT", "group_halo": "group HALO, no FT",
+              "group_lasso": "group lasso, no FT", "l1": "L1-norm filters, no FT", "l1_ft": f"L1-norm filters + {FT_EPOCHS} ep FT",
+              "tp_gnp": f"Torch-Pruning GNP ({TP_SL_EPOCHS} ep SL + {TP_FT_EPOCHS} ep FT)"}
+
+
+use("lenet5_caffe")
 COLORS = {"group_halo_target": "#ff7f0e", "group_halo": "#d62728", "group_lasso": "#9467bd", "l1": "#7f7f7f", "l1_ft": "#2ca02c", "tp_gnp": "#1f77b4"}
 MARKERS = {"group_halo_target": "P", "group_halo": "o", "group_lasso": "s", "l1": "v", "l1_ft": "^", "tp_gnp": "D"}
 ORDER = ["group_halo_target", "group_halo", "group_lasso", "l1", "l1_ft", "tp_gnp"]
@@ -73,7 +165,7 @@ def log(msg: str) -> None:
 
 # -- configs and runs -----------------------------------------------------------------------------
 def base_overrides(data_dir: str | None) -> list[str]:
-    ov = ["data.val_size=10000", "run.threads=1", "run.progress=false", "run.eval_pruned_every=0"]
+    ov = [f"data.val_size={CASE.val_size}", "run.threads=1", "run.progress=false", "run.eval_pruned_every=0"]
     return ov + ([f"run.data_dir={data_dir}"] if data_dir else [])
 
 
@@ -275,12 +367,6 @@ def penalty_points(method: str, setting: dict, seed: int, data_dir: str | None) 
         log(f"{name}: test {extra['test_accuracy']:.2f}% (val {extra['val_accuracy']:.2f}%)")
 
 
-#: group HALO's MACs target mode (``penalty.target_macs``): one run per level, no grid; its starting strength
-#: xi = psi = 1e-3 was chosen on the validation split (a run at target 50%: 1e-3 ended with 55.8% of the MACs
-#: at zero and 99.13% validation accuracy, 5e-3 overshot to 89.1% with 98.99%).
-TARGET_START = {"xi": 1e-3, "psi": 1e-3}
-
-
 def target_points(seed: int, data_dir: str | None) -> None:
     """Group HALO asked for each MACs level (one run per level), pruned to that level, no fine-tuning."""
     import copy
@@ -296,7 +382,7 @@ def target_points(seed: int, data_dir: str | None) -> None:
         setting = {**TARGET_START, "target_macs": lv}
         cfg = load(ROOT / "configs" / CONFIGS["group_halo"],
                    [*base_overrides(data_dir), f"train.seed={seed}", *(f"penalty.{k}={v!r}" for k, v in sorted(setting.items())),
-                    'name="mnist_lenet5_caffe_group_halo_target"'])
+                    f'name="{CASE.target_name}"'])
         run = run_dir_of(cfg)
         if not (run / "summary.json").exists():
             log(f"training group HALO, target MACs {lv:g}, seed {seed} -> {run.name}")
@@ -408,7 +494,11 @@ def past_deadline(deadline: str | None) -> bool:
     return (now.hour, now.minute) >= (h, m)
 
 
-def run_all(seeds: list[int], data_dir: str | None, deadline: str | None) -> None:
+#: the method families of ``--jobs``, in the order one seed runs them
+JOBS = ("group_halo", "tp", "l1", "group_lasso", "target")
+
+
+def run_all(seeds: list[int], data_dir: str | None, deadline: str | None, only=JOBS) -> None:
     jobs = []
     def penalty_jobs(method: str, seed: int) -> list:
         if seed == 0:
@@ -417,11 +507,12 @@ def run_all(seeds: list[int], data_dir: str | None, deadline: str | None) -> Non
                  lambda: penalty_points(method, chosen(method), seed, data_dir) if chosen(method) else log(f"{method}: no choice yet"))]
 
     for seed in seeds:  # the key comparison (group HALO vs Torch-Pruning) first in every seed
-        jobs += penalty_jobs("group_halo", seed)
-        jobs.append((f"tp s{seed}", lambda sd=seed: tp_points(sd, data_dir)))
-        jobs.append((f"l1 s{seed}", lambda sd=seed: l1_points(sd, data_dir)))
-        jobs += penalty_jobs("group_lasso", seed)
-        jobs.append((f"group_halo_target s{seed}", lambda sd=seed: target_points(sd, data_dir)))
+        family = {"group_halo": penalty_jobs("group_halo", seed),
+                  "tp": [(f"tp s{seed}", lambda sd=seed: tp_points(sd, data_dir))],
+                  "l1": [(f"l1 s{seed}", lambda sd=seed: l1_points(sd, data_dir))],
+                  "group_lasso": penalty_jobs("group_lasso", seed),
+                  "target": [(f"group_halo_target s{seed}", lambda sd=seed: target_points(sd, data_dir))]}
+        jobs += [job for name in only for job in family[name]]
     for label, job in jobs:
         if past_deadline(deadline):
             log(f"deadline {deadline} reached: not starting {label}")
@@ -465,13 +556,15 @@ def report() -> None:
               "params_after", "macs_before", "macs_after", "tp_macs_after", "file_bytes_dense", "file_bytes_slim", "latency_ms_dense",
               "latency_ms_pruned", "latency_speedup", "throughput_dense", "throughput_pruned", "throughput_ratio", "epochs",
               "fine_tune_epochs", "train_time_s"]
-    with open(OUT / "summary.csv", "w", newline="") as f:
+    with open(OUT / "summary.csv.tmp", "w", newline="") as f:  # written aside, then renamed: lanes may report at once
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for p in sorted(points, key=lambda p: (p["method"], json.dumps(p["setting"], sort_keys=True), p["macs_target"], p["seed"])):
             w.writerow({**p, "setting": setting_key(p["setting"])})
+    (OUT / "summary.csv.tmp").replace(OUT / "summary.csv")
     plot(groups)
-    (OUT / "README.md").write_text(page(points, rows, groups))
+    (OUT / "README.md.tmp").write_text(page(points, rows, groups))
+    (OUT / "README.md.tmp").replace(OUT / "README.md")
 
 
 def plot(groups: dict) -> None:
@@ -480,10 +573,14 @@ def plot(groups: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    every = [p for pts in groups.values() for p in pts]
+    if not every:
+        return
+    full = every[0]["macs_before"] / 1e6  # dense MACs per example (millions)
     fig, ax = plt.subplots(figsize=(8, 5.6))
     for lv in LEVELS:  # the targets
-        ax.axvline(2.293 * (1 - lv), color="0.75", ls=":", lw=1)
-        ax.annotate(f"{1 / (1 - lv):g}x fewer MACs", (2.293 * (1 - lv), 0), xycoords=("data", "axes fraction"), xytext=(3, 4),
+        ax.axvline(full * (1 - lv), color="0.75", ls=":", lw=1)
+        ax.annotate(f"{1 / (1 - lv):g}x fewer MACs", (full * (1 - lv), 0), xycoords=("data", "axes fraction"), xytext=(3, 4),
                     textcoords="offset points", fontsize=8, color="0.4")
     for i, method in enumerate(ORDER):
         xs, ys, es = [], [], []
@@ -496,53 +593,52 @@ def plot(groups: dict) -> None:
             ys.append(statistics.mean(acc))
             es.append(statistics.stdev(acc) if len(acc) > 1 else 0.0)
         if xs:
-            off = (i - 2) * 0.008  # a small horizontal offset so that the markers at one level do not hide each other
+            off = (i - 2) * 0.0035 * full  # a small horizontal offset so that the markers at one level do not hide each other
             ax.errorbar([x + off for x in xs], ys, yerr=es, color=COLORS[method], marker=MARKERS[method], ms=7, capsize=3,
                         lw=1.5, label=LABELS[method])
     dense = [p["test_accuracy_before"] for m in ("l1", "l1_ft") for lv in LEVELS for p in groups.get((m, lv), [])]
     if dense:  # the trained dense networks the L1 rows start from
-        ax.errorbar([2.293], [statistics.mean(dense)], yerr=[statistics.stdev(dense) if len(set(dense)) > 1 else 0.0],
+        ax.errorbar([full], [statistics.mean(dense)], yerr=[statistics.stdev(dense) if len(set(dense)) > 1 else 0.0],
                     color="black", marker="*", ms=11, capsize=3, ls="none", label="dense (no pruning)")
-    ax.set_xlabel("MACs per example after pruning (millions; dense: 2.29 M)")
+    ax.set_xlabel(f"MACs per example after pruning (millions; dense: {full:.3g} M)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("LeNet-5-Caffe / MNIST: structured pruning at matched MACs")
+    ax.set_title(CASE.title.replace("Structured pruning at matched MACs: ", "") + ": structured pruning at matched MACs", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=9, frameon=False)
     fig.tight_layout()
-    fig.savefig(OUT / "accuracy_vs_macs.png", dpi=130)
+    fig.savefig(OUT / "accuracy_vs_macs.tmp.png", dpi=130)
+    (OUT / "accuracy_vs_macs.tmp.png").replace(OUT / "accuracy_vs_macs.png")
     plt.close(fig)
 
 
 def page(points: list[dict], rows: list[dict], groups: dict) -> str:
     seeds_of = lambda pts: sorted({p["seed"] for p in pts})  # noqa: E731
-    lines = ["# Structured pruning at matched MACs: LeNet-5-Caffe on MNIST", "",
-             "Regenerate (resumable; finished runs and points are skipped): `.venv/bin/python scripts/structured_results.py "
-             "--seeds 0 1 2 --data-dir /work/shared/datasets`; rewrite this page from finished points only: "
-             "`.venv/bin/python scripts/structured_results.py --report`.", "",
-             "## Protocol", "",
-             "- Model LeNet-5-Caffe (conv 20@5x5, conv 50@5x5, fc 800-500-10; 431,080 parameters, 2,293,000 MACs per example "
-             "counted by `sparsehalo.measure.layer_costs`: Conv / Linear multiply-accumulates only). Targets: remove 50% "
-             "(2x fewer) and 75% (4x fewer) of the dense MACs.",
-             "- Data: MNIST, every method on the same 50,000 training images (`data.val_size = 10000` carved off by the seed; the "
-             "validation split chooses the penalty strengths, never the test set), the same batches of 100 in the same order, "
-             "SGD lr 0.05 momentum 0.9, cosine schedule, one thread.",
-             "- Epoch budget: 10 epochs per method (the dense recipe `configs/mnist_lenet5_caffe_dense.toml`). Group HALO, group "
-             "lasso and L1 without fine-tuning: 10 training epochs, no fine-tuning. L1 with fine-tuning: the 10 dense epochs + "
-             f"{FT_EPOCHS} fine-tuning epochs (SGD lr {FT_LR}, cosine to 0) = 13. Torch-Pruning GroupNormPruner: "
-             f"{TP_SL_EPOCHS} epochs of sparsity learning from scratch (lr 0.05 cosine, its regularizer, reg {TP_REG:g}) + "
-             f"{TP_FT_EPOCHS} epochs of fine-tuning (lr {FT_LR}, cosine) = 10.",
-             "- Group HALO / group lasso (`configs/mnist_lenet5_caffe_group_halo.toml`, `..._group_lasso.toml`): one group per "
-             "output channel / neuron with its bias, the output layer fc2 not penalized; trained, then "
-             "`prune_channels(macs=..., scope=\"global\")` (exact MACs target, coupled layers together) and `slim()`; **no "
-             "fine-tuning**.",
+    dense_of = [p for p in points if "macs_before" in p]
+    sizes = {"params": dense_of[0]["params_before"], "macs": dense_of[0]["macs_before"]} if dense_of else None
+    own = [line.format(**sizes) if sizes else line.replace("{params:,} parameters, {macs:,} MACs", "the parameters and MACs")
+           for line in CASE.protocol]
+    case = "" if CASE is CASES["lenet5_caffe"] else f"--case {next(k for k, c in CASES.items() if c is CASE)} "
+    seeds = "0 1 2" if CASE is CASES["lenet5_caffe"] else "0"
+    lines = [f"# {CASE.title}", "",
+             f"Regenerate (resumable; finished runs and points are skipped): `.venv/bin/python scripts/structured_results.py "
+             f"{case}--seeds {seeds} --data-dir /work/shared/datasets`; rewrite this page from finished points only: "
+             f"`.venv/bin/python scripts/structured_results.py {case}--report`.", "",
+             "## Protocol", "", *own,
+             "- Budget per method: group HALO, group lasso and L1 without fine-tuning: the 10 training epochs, no fine-tuning. L1 with "
+             f"fine-tuning: the 10 dense epochs + {FT_EPOCHS} fine-tuning epochs (SGD lr {FT_LR}, cosine to 0) = "
+             f"{10 + FT_EPOCHS}. Torch-Pruning GroupNormPruner: {TP_SL_EPOCHS} epochs of sparsity learning from scratch (the "
+             f"config's lr, cosine, its regularizer, reg {TP_REG:g}) + {TP_FT_EPOCHS} epochs of fine-tuning (lr {FT_LR}, "
+             f"cosine) = {TP_SL_EPOCHS + TP_FT_EPOCHS}.",
+             "- Group HALO / group lasso: trained, then `prune_channels(macs=..., scope=\"global\")` (exact MACs target, "
+             "coupled layers together) and `slim()`; **no fine-tuning**.",
              "- Group HALO, target MACs: the same config with `penalty.target_macs` set to the level (the controller of "
-             "`sparsehalo.penalties.macs_target`, starting strength xi = psi = 1e-3 chosen on the validation split), **one run "
-             "per level and seed, no grid**, then the same `prune_channels` + `slim`, no fine-tuning.",
+             f"`sparsehalo.penalties.macs_target`, starting strength xi = psi = {TARGET_START['xi']:g}), **one run per level "
+             "and seed, no grid**, then the same `prune_channels` + `slim`, no fine-tuning.",
              "- L1-norm filter pruning (Li et al., ICLR 2017), from the trained dense network of the same seed: units of every "
-             "coupled group ranked by the L1 norm of their weights (biases excluded), removed lowest first with every layer's "
-             "removed share kept as equal as possible (one ratio for all layers; Li et al.'s per-layer sensitivity analysis is "
-             "not run), until the MACs target is reached; then `slim()`; fine-tuned as stated (removed units stay at zero: "
-             "they no longer exist).",
+             "coupled group ranked by the L1 norm of their producers' weights (biases excluded), removed lowest first with "
+             "every layer's removed share kept as equal as possible (one ratio for all layers; Li et al.'s per-layer "
+             "sensitivity analysis is not run), until the MACs target is reached; then `slim()`; fine-tuned as stated "
+             "(removed units stay at zero: they no longer exist).",
              "- Torch-Pruning 1.6.1 `GroupNormPruner` (`benchmarks/torch_pruning_gnp.py`): its documented recipe: "
              "`pruner.update_regularizer()` each epoch and `pruner.regularize(model)` after `loss.backward()` (no weight decay "
              "meanwhile), then `GroupMagnitudeImportance(p=2)`, global pruning, output layer ignored, `pruner.step()` in "
@@ -552,8 +648,7 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
              "- Latency (batch 1) and throughput (batch 256): the trained dense network and the slim (physically smaller, "
              "dense) pruned one in one process on this CPU, `torch.set_num_threads(1)`, warm-up, the two alternated, median of "
              "15 repeats (100 calls per repeat at batch 1, 3 at batch 256), `torch.inference_mode`. Another job used the "
-             "machine's other core meanwhile. File size: `torch.save` of the state dict.",
-             "- CIFAR-10 ResNet-20: **not run** (out of reach of this 2-core CPU in the time this comparison had).", ""]
+             "machine's other core meanwhile. File size: `torch.save` of the state dict.", *CASE.footer, ""]
     if not points:
         return "\n".join(lines + ["No finished points yet."]) + "\n"
     n_all = len(points)
@@ -595,26 +690,25 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
                          f"| {mean('latency_ms_dense'):.3f} / {mean('latency_ms_pruned'):.3f} | {mean('latency_speedup'):.2f}x "
                          f"| {mean('throughput_dense'):,.0f} / {mean('throughput_pruned'):,.0f} | {mean('throughput_ratio'):.2f}x |")
     lines += ["", "![accuracy against MACs](accuracy_vs_macs.png)", "", "## Targets", ""]
-    gh, tpp = groups.get(("group_halo", 0.5), []), groups.get(("tp_gnp", 0.5), [])
-    if gh and tpp:
-        a, b = statistics.mean(p["test_accuracy"] for p in gh), statistics.mean(p["test_accuracy"] for p in tpp)
-        lines.append(f"- Group HALO without fine-tuning >= Torch-Pruning GroupNormPruner with fine-tuning at 2x fewer MACs: "
-                     f"**{'met' if a >= b else 'missed'}** ({a:.2f}% vs {b:.2f}%, n = {len(gh)} / {len(tpp)}).")
-    else:
-        lines.append("- Group HALO without fine-tuning >= Torch-Pruning GroupNormPruner with fine-tuning at 2x fewer MACs: not yet measured.")
+    tpp = groups.get(("tp_gnp", 0.5), [])
+    for m in ("group_halo_target", "group_halo"):
+        gh = groups.get((m, 0.5), [])
+        if gh and tpp:
+            a, b = statistics.mean(p["test_accuracy"] for p in gh), statistics.mean(p["test_accuracy"] for p in tpp)
+            lines.append(f"- {LABELS[m]} >= Torch-Pruning GroupNormPruner with fine-tuning at 2x fewer MACs: "
+                         f"**{'met' if a >= b else 'missed'}** ({a:.2f}% vs {b:.2f}%, n = {len(gh)} / {len(tpp)}).")
+        elif gh or any(k[0] == m for k in groups):
+            lines.append(f"- {LABELS[m]} >= Torch-Pruning GroupNormPruner with fine-tuning at 2x fewer MACs: not yet measured.")
     half = [p for (m, lv), pts in groups.items() if lv == 0.5 for p in pts]
     if half:
         ratios = {m: statistics.mean(p["throughput_ratio"] for p in groups[(m, 0.5)]) for m in ORDER if (m, 0.5) in groups}
         met = [LABELS[m] for m, r in ratios.items() if r >= 1.8]
         missed = [LABELS[m] for m, r in ratios.items() if r < 1.8]
+        halo = [ratios[m] for m in ("group_halo_target", "group_halo") if m in ratios]
         lines.append(f"- Measured throughput >= 1.8x at 2x fewer MACs (batch 256, one thread, slim network / dense): "
-                     f"**{'met' if 'group_halo' in ratios and ratios['group_halo'] >= 1.8 else 'missed'} for group HALO**; "
+                     f"**{'met' if halo and min(halo) >= 1.8 else 'missed'} for group HALO**; "
                      f"met by {', '.join(met) or 'none'}; missed by {', '.join(missed) or 'none'} "
-                     f"({', '.join(f'{LABELS[m]} {r:.2f}x' for m, r in ratios.items())}). MACs are not time: timed alone at batch 256 "
-                     "on one thread (once, this machine), conv1 (24x24 outputs from one input channel) ran at 3.8 GMAC/s, conv2 "
-                     "at 12.1 and fc1 at 19.7, and conv1 with its ReLU and max-pooling on the 20x24x24 maps took about half "
-                     "of the dense forward time (47 of 99 ms in a segment timing under load) for 13% of its MACs; so a network that keeps all of conv1 and removes conv2 channels "
-                     "instead gains less at the same MACs (see the units kept per layer).")
+                     f"({', '.join(f'{LABELS[m]} {r:.2f}x' for m, r in ratios.items())}). {CASE.speed_note}")
     lines += ["", "Ranking by mean test accuracy (differences of 0.1 point are about one seed's spread here; see the std "
               "where n > 1):", ""]
     for lv in LEVELS:
@@ -624,9 +718,12 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
     if lat:
         lines.append(f"- At batch 1 the measured speed-up at 2x fewer MACs is smaller ({min(lat):.2f}-{max(lat):.2f}x): per-call "
                      "overhead (Python, dispatch, pooling) that does not shrink with the MACs weighs more on one example.")
-    lines += ["", "## Penalty strengths chosen on validation (seed 0)", "",
+    tuned = any(len(v) > 1 for v in CANDIDATES.values())
+    lines += ["", "## Penalty strengths chosen on validation (seed 0)" if tuned else "## Penalty strengths (one setting each, not tuned)", "",
               "Validation accuracy (%) after `prune_channels` + `slim`, no fine-tuning; the setting with the best mean over both "
-              "levels is used for the other seeds and the tables above. Test accuracy shown for information only.", "",
+              "levels is used for the other seeds and the tables above. Test accuracy shown for information only." if tuned else
+              "Validation and test accuracy (%) after `prune_channels` + `slim`, no fine-tuning, of the one setting each "
+              "penalty method ran with here (nothing was chosen).", "",
               "| method | setting | val 2x | val 4x | test 2x | test 4x | chosen |", "|---|---|---:|---:|---:|---:|---|"]
     for method, settings in CANDIDATES.items():
         pick = chosen(method)
@@ -637,19 +734,7 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
                     p = POINTS / f"{point_name(method, s, lv, 0)}.json"
                     cells.append(f"{json.loads(p.read_text())[key]:.2f}" if p.exists() else "-")
             lines.append(f"| {method} | {setting_key(s)} | {' | '.join(cells)} | {'yes' if s == pick else ''} |")
-    lines += ["", "## Units kept per layer (seed 0)", "", "| method | MACs target | conv1 | conv2 | fc1 |", "|---|---:|---:|---:|---:|"]
-    for method in ORDER:
-        for lv in LEVELS:
-            pts = [p for p in groups.get((method, lv), []) if p["seed"] == 0]
-            if not pts:
-                continue
-            p = pts[0]
-            if "layers" in p:
-                kept = {r["layers"][0]: f"{r['kept']}/{r['units']}" for r in p["layers"]}
-            else:
-                full = {"conv1": 20, "conv2": 50, "fc1": 500}
-                kept = {n: f"{s[0]}/{full[n]}" for n, s in p["layer_shapes"].items() if n in full}
-            lines.append(f"| {LABELS[method]} | {100 * lv:g}% | {kept.get('conv1', '-')} | {kept.get('conv2', '-')} | {kept.get('fc1', '-')} |")
+    lines += units_kept(groups)
     times = [p.get("train_time_s") for p in rows if p.get("train_time_s")]
     lines += ["", f"Runtimes: training {min(times):.0f}-{max(times):.0f} s per run on one core (10 epochs; the Torch-Pruning "
               "time is sparsity learning + fine-tuning)." if times else "", "",
@@ -659,16 +744,46 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def units_kept(groups: dict) -> list[str]:
+    """The table of units kept per coupled group (rows) by method and level (columns), seed 0."""
+    cols = [(m, lv, pts[0]) for m in ORDER for lv in LEVELS
+            for pts in [[p for p in groups.get((m, lv), []) if p["seed"] == 0]] if pts]
+    layout = next((p["layers"] for _, _, p in cols if "layers" in p), None)
+    if layout is None:
+        return []
+    lines = ["", "## Units kept per coupled group (seed 0)", "",
+             "One row per prunable group (its producers: a residual stream's layers are one group), its units kept of its "
+             "units at each method and MACs target.", "",
+             "| group | units | " + " | ".join(f"{LABELS[m]} {1 / (1 - lv):g}x" for m, lv, _ in cols) + " |",
+             "|---|---:|" + "---:|" * len(cols)]
+    for row in layout:
+        first = row["layers"][0]
+        cells = []
+        for _, _, p in cols:
+            if "layers" in p:
+                kept = next((r["kept"] for r in p["layers"] if r["layers"][0] == first), None)
+            else:  # Torch-Pruning: the pruned module's weight shapes
+                kept = p["layer_shapes"].get(first, [None])[0]
+            cells.append("-" if kept is None else str(kept))
+        name = first if len(row["layers"]) == 1 else f"{first} + {len(row['layers']) - 1} coupled"
+        lines.append(f"| {name} | {row['units']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--deadline", default=None, help="HH:MM: start no new job after this local time")
     ap.add_argument("--report", action="store_true", help="only rewrite the page from finished points")
+    ap.add_argument("--case", choices=sorted(CASES), default="lenet5_caffe", help="model and dataset (default lenet5_caffe)")
+    ap.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS),
+                    help="run only these methods, in the order given (default all, in this order; e.g. two processes with different --jobs)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    use(a.case)
     if not a.report:
-        run_all(a.seeds, a.data_dir, a.deadline)
+        run_all(a.seeds, a.data_dir, a.deadline, a.jobs)
     report()
     return 0
 

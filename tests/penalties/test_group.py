@@ -160,3 +160,22 @@ def test_group_halo_errors():
         GroupHALO.for_model(m, hyper="l2")
     with pytest.raises(ConfigError, match="eps"):
         GroupLasso.for_model(m, eps=-1.0)
+
+
+def test_a_batchnorm_scale_and_shift_form_one_group_per_channel():
+    from sparsehalo.penalties.group import GroupHALO, GroupLasso, group_sets
+
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(6)
+    with torch.no_grad():
+        bn.weight.uniform_(-2, 2)
+        bn.bias.normal_()
+    sets = group_sets({"weight": bn.weight, "bias": bn.bias})
+    assert len(sets) == 1 and sets[0].num_groups == 6 and sets[0].group_size == 2
+    pair = (bn.weight.detach().double() ** 2 + bn.bias.detach().double() ** 2)
+    torch.testing.assert_close(sets[0].squared_norms().double(), pair)
+    lasso = GroupLasso.for_model(bn, types=["BatchNorm2d"], biases=True, xi=0.01, eps=0.0)
+    expected = 0.01 * math.sqrt(2) * pair.sqrt().sum()
+    torch.testing.assert_close(lasso().double(), expected, rtol=1e-6, atol=0)
+    halo = GroupHALO.for_model(bn, types=["BatchNorm2d"], biases=True)
+    torch.testing.assert_close(halo.group_norms()["weight"].double(), pair.sqrt(), rtol=1e-6, atol=0)

@@ -26,7 +26,9 @@ def network(name):
 
 
 def penalty(model, name, **kw):
-    return GroupHALO.for_model(model, biases=True, target_macs=0.5, input_shape=SHAPES[name], total_steps=100, **kw)
+    # a ResNet channel is set last by its BatchNorm: the BatchNorms' (gamma, beta) pairs are the groups
+    types = {"types": ["BatchNorm2d"]} if name == "resnet" else {}
+    return GroupHALO.for_model(model, biases=True, target_macs=0.5, input_shape=SHAPES[name], total_steps=100, **types, **kw)
 
 
 @pytest.mark.parametrize("name", ["lenet5_caffe", "lenet300", "resnet"])
@@ -76,8 +78,34 @@ def test_the_prune_set_is_what_the_final_macs_prune_removes(name, share):
     chosen = target.prune_set(target.unit_norms(pen.magnitudes()), share)
     mask = prune_channels(model, SHAPES[name], macs=share, apply=False)
     index = {s.name: i for i, s in enumerate(pen._sets)}
-    for module, keep in mask.items():
-        assert torch.equal(chosen[index[module + ".weight"]], ~keep), module
+    for g in target.groups:  # every stage's set of a unit (a producer, or its own BatchNorm) is in the prune set
+        keep = mask[g.producers[0]]
+        for stage in g.stages:
+            assert torch.equal(chosen[index[stage + ".weight"]], ~keep), stage
+    if name == "resnet":  # every conv has its own BatchNorm: the stages are BatchNorms only
+        assert all(isinstance(model.get_submodule(st), torch.nn.BatchNorm2d) for g in target.groups for st in g.stages)
+
+
+def test_a_batchnorm_network_with_unpenalized_batchnorms_is_refused_in_one_line():
+    model = network("resnet")
+    with pytest.raises(ConfigError, match=r"penalize the BatchNorms.*BatchNorm2d") as err:
+        GroupHALO.for_model(model, biases=True, target_macs=0.5, input_shape=SHAPES["resnet"], total_steps=10)
+    assert "\n" not in str(err.value)
+
+
+def test_a_unit_whose_batchnorm_pair_is_zero_counts_as_zero_whatever_its_conv():
+    model = network("resnet")
+    pen = penalty(model, "resnet")
+    target = pen._macs
+    g = next(i for i, gr in enumerate(target.groups) if gr.producers == ("layer1.0.conv1",))
+    with torch.no_grad():
+        model.layer1[0].conv1.weight[:5] *= 100  # large conv rows ...
+        model.layer1[0].bn1.weight[:5] = 0  # ... normalized, then scaled and shifted by zero: the channel is zero
+        model.layer1[0].bn1.bias[:5] = 0
+    norms = target.unit_norms(pen.magnitudes())
+    assert torch.equal(norms[g][:5], torch.zeros(5, dtype=torch.float64)) and bool((norms[g][5:] > 0).all())
+    kept = [gr.size - (5 if i == g else 0) for i, gr in enumerate(target.groups)]
+    assert target.measured(norms) == pytest.approx(1 - target.costs.macs(kept) / target.costs.total)
 
 
 def test_the_controller_steps_on_training_calls_and_its_state_resumes():

@@ -281,3 +281,59 @@ def test_mask_checks_and_persistence():
         ChannelMask({"layer1.0.conv1": torch.zeros(16, dtype=torch.bool)}, CIFAR).check(m)
     with pytest.raises(CheckpointError, match="not a channel mask"):
         ChannelMask.from_state_dict({"masks": {}})
+
+
+# --- stages: what sets a unit's value last ---------------------------------------------------------
+
+
+class Staged(nn.Module):
+    """a -> its own BatchNorm, plus b (no BatchNorm), summed, then a BatchNorm of the sum; c -> a non-affine BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bna = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.b = nn.Conv2d(3, 4, 3, padding=1)
+        self.bns = nn.BatchNorm2d(4)
+        self.c, self.bnc = nn.Conv2d(4, 5, 3, padding=1), nn.BatchNorm2d(5, affine=False)
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x):
+        y = torch.relu(self.bns(self.bna(self.a(x)) + self.b(x)))
+        z = torch.relu(self.bnc(self.c(y)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(z, 1), 1))
+
+
+def _rows(t, n):
+    return t.detach().double().reshape(n, -1).pow(2).sum(1)
+
+
+def test_stages_and_unit_norms_follow_the_batchnorms():
+    torch.manual_seed(0)
+    m = Staged().eval()
+    with torch.no_grad():
+        for bn in (m.bna, m.bns):
+            bn.weight.uniform_(0.5, 2)
+            bn.bias.normal_()
+    groups = {g.producers: g for g in coupled_groups(m, (3, 8, 8))}
+    ab, c = groups[("a", "b")], groups[("c",)]
+    assert ab.followers == ("bna", "bns") and ab.stages == ("bna", "b", "bns")  # a by its BatchNorm; b itself; the sum's
+    assert c.stages == ("c",)  # a non-affine BatchNorm has no scale or shift: the conv sets the channel
+    expected = (_rows(m.bna.weight, 4) + _rows(m.bna.bias, 4) + _rows(m.b.weight, 4) + _rows(m.b.bias, 4)
+                + _rows(m.bns.weight, 4) + _rows(m.bns.bias, 4)).sqrt()
+    torch.testing.assert_close(unit_norms(m, ab), expected, rtol=0, atol=0)
+    torch.testing.assert_close(unit_norms(m, c), (_rows(m.c.weight, 5) + _rows(m.c.bias, 5)).sqrt(), rtol=0, atol=0)
+
+
+def test_channels_whose_batchnorm_pair_is_zero_go_first_and_change_nothing():
+    m = build("resnet", {"depth": 20})
+    with torch.no_grad():  # 5 channels of layer1.0.conv1 with large conv rows but a zero BatchNorm pair
+        m.layer1[0].conv1.weight[[1, 4, 6, 9, 13]] *= 100
+        m.layer1[0].bn1.weight[[1, 4, 6, 9, 13]] = 0
+        m.layer1[0].bn1.bias[[1, 4, 6, 9, 13]] = 0
+    g = next(gr for gr in coupled_groups(m, CIFAR) if gr.producers == ("layer1.0.conv1",))
+    norms = unit_norms(m, g)
+    assert norms[[1, 4, 6, 9, 13]].eq(0).all() and norms.gt(0).sum() == 11
+    keep = norms > 0  # removing exactly those channels: the slim network computes the same function
+    small = slim(m, ChannelMask({"layer1.0.conv1": keep}, CIFAR))
+    assert small.layer1[0].conv1.out_channels == 11
+    assert_same_outputs(m, small, CIFAR)

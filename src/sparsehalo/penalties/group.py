@@ -4,11 +4,13 @@ Groups are output units, built once from the selection by :func:`group_sets`:
 
 * a weight tensor with ``dim >= 2`` gives one group per index along dim 0: row ``i`` of a Linear
   weight, output channel ``i`` of a Conv2d weight;
+* a 1-D weight (a norm layer's scale ``gamma``) gives one group per entry;
 * if the selection also holds that module's bias (``X.weight`` with ``X.bias``, or ``weight`` with
   ``bias`` for a bare module) and the bias is 1-D with one entry per output unit, bias entry ``i``
-  joins group ``i``, so a unit whose group is zero is removed entirely;
-* any other tensor of dim <= 1 (a bias whose weight is not selected, a 1-D weight such as a norm
-  layer's) forms groups of size 1, one per entry.
+  joins group ``i``, so a unit whose group is zero is removed entirely; for a BatchNorm that makes
+  group ``i`` the pair ``(gamma_i, beta_i)``, which is zero exactly when channel ``i``'s output is
+  (the group that :func:`sparsehalo.pruning.unit_norms` scores for a conv followed by its BatchNorm);
+* any other tensor (a bias whose weight is not selected) forms groups of size 1, one per entry.
 
 The groups of one tensor (plus its bias) are called a *group set*; all of its groups have the same
 size, and their squared norms are computed in one vectorized step per set
@@ -75,13 +77,13 @@ def group_sets(params: Mapping[str, torch.Tensor]) -> tuple[GroupSet, ...]:
         params: ``{name: tensor}`` as held by a :class:`Penalty`.
 
     Returns:
-        One :class:`GroupSet` per weight of dim >= 2 (with its bias if selected and shaped
+        One :class:`GroupSet` per weight of dim >= 1 (with its bias if selected and shaped
         ``[out]``) and one per remaining tensor; every tensor of ``params`` is in exactly one set.
     """
     joined: dict[str, str] = {}  # weight name -> bias name
     for name, w in params.items():
         bname = _bias_name(name)
-        if w.dim() >= 2 and bname in params:
+        if w.dim() >= 1 and bname in params:
             b = params[bname]
             # A bias of another shape cannot be matched to the output units: it stays standalone.
             if b.dim() == 1 and b.shape[0] == w.shape[0]:

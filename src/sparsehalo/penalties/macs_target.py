@@ -4,9 +4,11 @@ The design of HALO's target mode (:mod:`.target`), with MACs in place of weights
 set of output channels / neurons (:mod:`sparsehalo.pruning.coupling`: a conv's channel with its
 BatchNorm entry and every layer reading it, across residual sums); its norm is
 
-    n_u = sqrt( sum_{p in producers(u)} ||w_p[u]||^2 ),
+    n_u = sqrt( sum_{s in stages(u)} ||w_s[u]||^2 ),
 
-over the penalty's groups of its producers (each of which has its own scale).  Every training step:
+over the penalty's groups of its stages (each of which has its own scale): its producers, or for a
+producer normalized by its own BatchNorm that BatchNorm's ``(gamma_u, beta_u)``
+(:attr:`sparsehalo.pruning.coupling.Group.stages`, the same norm as the final prune's).  Every training step:
 
 * **measured** ``s``: the share of the network's dense MACs removed by deleting every unit at zero,
   ``n_u <= zero_eps * sqrt(entries of u)`` (each entry within ``zero_eps``, in RMS), each prunable group
@@ -52,13 +54,17 @@ class MacsTarget:
         index = {s.name: i for i, s in enumerate(sets)}
         self.groups, self.members = [], []
         for g in every:
-            members = tuple(index[p + ".weight"] for p in g.producers if p + ".weight" in index)
-            # A unit is driven only if every producer of it is penalized (otherwise it never reaches zero).
-            if g.prunable and members and len(members) == len(g.producers):
+            stages = g.stages or g.producers
+            members = tuple(index[p + ".weight"] for p in stages if p + ".weight" in index)
+            # A unit is driven only if every stage of it is penalized (otherwise it never reaches zero).
+            if g.prunable and members and len(members) == len(stages):
                 self.groups.append(g)
                 self.members.append(members)
         if not self.groups:
-            raise ConfigError("target_macs: no prunable channel or neuron group has all its layers penalized")
+            bn = any(g.prunable and set(g.stages) != set(g.producers) for g in every)
+            raise ConfigError("target_macs: no prunable channel or neuron group has all its layers penalized" + (
+                " (a channel normalized by a BatchNorm is zero only when the BatchNorm's scale and shift are: "
+                "penalize the BatchNorms, types = [\"BatchNorm2d\", ...] with biases = true)" if bn else ""))
         self.costs = MacsCounter(model, tuple(input_shape), self.groups, every)
         entries = [sum(sets[i].group_size for i in m) for m in self.members]
         self.thresholds = [zero_eps * math.sqrt(e) for e in entries]

@@ -56,6 +56,11 @@ class Group:
             is input features ``c*factor .. c*factor+factor-1`` (factor 1 but after a flatten).
         size: number of units.
         blocked: why the group cannot be pruned (``None``: prunable).
+        stages: the modules whose per-unit parameters (weight row / entry and bias entry) set the
+            units' values last: for each producer, the affine BatchNorm that normalizes its output
+            alone if there is one (a channel after ``BN(conv)`` is ``gamma * z + beta``, zero exactly
+            when ``gamma = beta = 0`` whatever the conv's weights; the conv's scale is undone by the
+            normalization), else the producer itself; then every BatchNorm of a sum of producers.
     """
 
     producers: tuple[str, ...]
@@ -63,6 +68,7 @@ class Group:
     consumers: tuple[tuple[str, int], ...]
     size: int
     blocked: str | None
+    stages: tuple[str, ...] = ()
 
     @property
     def prunable(self) -> bool:
@@ -150,6 +156,7 @@ class _Analysis:
         self.spaces: list[_Space] = []
         self.value: dict[fx.Node, tuple | None] = {}
         self.reads: dict[str, list[tuple | None]] = {}  # consumer module -> the values it read
+        self.bn_of: dict[str, str] = {}  # producer -> the affine BatchNorm normalizing its output alone
 
     # union-find ---------------------------------------------------------------------------------
     def find(self, s: int) -> int:
@@ -218,6 +225,8 @@ class _Analysis:
                     s = self.spaces[self.find(x[1])]
                     if node.target not in s.followers:
                         s.followers.append(node.target)
+                    if len(s.producers) == 1 and m.affine and s.producers[0] not in self.bn_of:
+                        self.bn_of[s.producers[0]] = node.target
                     return x
                 self.block(x, f"{what} is not a plain per-channel BatchNorm of it")
                 return None
@@ -303,8 +312,12 @@ class _Analysis:
         out = []
         for root in {self.find(i) for i in range(len(self.spaces))}:
             s = self.spaces[root]
-            out.append(Group(tuple(sorted(s.producers, key=order.get)), tuple(sorted(s.followers, key=order.get)),
-                             tuple(sorted(consumers.get(root, []), key=lambda c: order[c[0]])), s.size, s.blocked))
+            producers, followers = tuple(sorted(s.producers, key=order.get)), tuple(sorted(s.followers, key=order.get))
+            own = {self.bn_of[p] for p in producers if p in self.bn_of}
+            stages = tuple(self.bn_of.get(p, p) for p in producers) + tuple(
+                f for f in followers if f not in own and self.gm.get_submodule(f).affine)
+            out.append(Group(producers, followers, tuple(sorted(consumers.get(root, []), key=lambda c: order[c[0]])),
+                             s.size, s.blocked, stages))
         return sorted(out, key=lambda g: order[g.producers[0]])
 
 

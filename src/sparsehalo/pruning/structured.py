@@ -2,12 +2,17 @@
 
 A *unit* is one output channel of a convolution or one output neuron of a Linear layer, together with
 everything coupled to it (:mod:`.coupling`): its BatchNorm entry, the next layers' inputs and, across a
-residual sum, the same channel of every layer feeding that sum.  Its norm is the L2 norm of all its
-producers' weights and biases,
+residual sum, the same channel of every layer feeding that sum.  Its norm is the L2 norm of the
+parameters that set its value last, its *stages* (:attr:`.coupling.Group.stages`),
 
-    n_u = sqrt( sum_{p in producers} ||W_p[u]||^2 + b_p[u]^2 ),
+    n_u = sqrt( sum_{s in stages} ||W_s[u]||^2 + b_s[u]^2 ),
 
-the group that group lasso / group HALO shrink (:mod:`sparsehalo.penalties.group`).  Units of
+where a producer followed by its own affine BatchNorm is represented by that BatchNorm (``gamma_u``,
+``beta_u``: after ``BN(conv)`` the channel is ``gamma_u * z + beta_u``, zero exactly when both are, and
+the conv's scale is normalized away) and any other producer by its weight row and bias.  These are
+the groups that group lasso / group HALO shrink (:mod:`sparsehalo.penalties.group`): in a network
+without BatchNorm the producers' weights (``types = ["Conv2d", "Linear"]``), with BatchNorm the
+BatchNorms' scales and shifts (``types = ["BatchNorm2d", ...]``, ``biases = true``).  Units of
 unprunable groups (the network's output layer, anything the analysis cannot follow) are never
 removed, and every group keeps at least one unit.
 
@@ -170,16 +175,17 @@ class ChannelMask(TensorMapping):
 
 
 def unit_norms(model: nn.Module, group: Group) -> torch.Tensor:
-    """``n_u`` of every unit of ``group`` (float64, on the CPU): L2 over its producers' weights and biases."""
+    """``n_u`` of every unit of ``group`` (float64, on the CPU): L2 over the weights and biases of its
+    :attr:`~.coupling.Group.stages` (a producer's own affine BatchNorm in place of the producer)."""
     total = torch.zeros(group.size, dtype=torch.float64)
     with torch.no_grad():
-        for name in group.producers:
+        for name in group.stages or group.producers:
             m = model.get_submodule(name)
-            total += m.weight.detach().double().flatten(1).pow(2).sum(1).cpu()
-            if m.bias is not None:
-                total += m.bias.detach().double().pow(2).cpu()
+            for t in (m.weight, m.bias):
+                if t is not None:
+                    total += t.detach().double().reshape(group.size, -1).pow(2).sum(1).cpu()
     if not bool(torch.isfinite(total).all()):
-        raise SparsehaloError(f"cannot prune non-finite weights in {', '.join(group.producers)}")
+        raise SparsehaloError(f"cannot prune non-finite weights in {', '.join(group.stages or group.producers)}")
     return total.sqrt()
 
 
