@@ -1,6 +1,8 @@
-"""scripts/structured_results.py: the L1-norm filter ranking removes the lowest-L1 units of every layer, to the MACs target."""
+"""scripts/structured_results.py: the L1-norm filter ranking removes the lowest-L1 units of every layer, to the MACs target;
+the cases, the job order and the units-kept table."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,12 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "structured_results.p
 def script():
     spec = importlib.util.spec_from_file_location("structured_results", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.modules.pop(spec.name, None)
 
 
 class Tiny(nn.Module):
@@ -70,3 +76,38 @@ def test_l1_mask_removes_lowest_l1_units_to_the_macs_target(script, target):
         fewer = type(mask)(keep, shape, mask.groups)
         short.append(total - _macs(slim(model, fewer), shape) < target * total)
     assert any(short)
+
+
+def test_cases_bind_their_own_folder_configs_and_split(script):
+    try:
+        script.use("resnet20")
+        assert script.OUT == SCRIPT.parents[1] / "results" / "structured" / "cifar10_resnet20"
+        assert script.POINTS == script.OUT / "points" and "data.val_size=5000" in script.base_overrides(None)
+        cfg = script.config_for("group_lasso", {"xi": 1e-3}, 0, None)
+        assert (cfg.model.name, cfg.data.name, cfg.data.val_size) == ("resnet", "cifar10", 5000)
+        assert (cfg.penalty.name, cfg.penalty.types, cfg.penalty.biases, cfg.penalty.settings["xi"]) == \
+            ("group_lasso", ["BatchNorm2d"], True, 1e-3)
+        script.use("lenet5_caffe")
+        assert script.OUT == SCRIPT.parents[1] / "results" / "structured"
+        assert script.config_for("dense", {}, 1, None).data.val_size == 10000
+    finally:
+        script.use("lenet5_caffe")
+
+
+def test_jobs_run_in_the_order_given(script, monkeypatch):
+    ran = []
+    for fn, label in (("tp_points", "tp"), ("l1_points", "l1"), ("target_points", "target")):
+        monkeypatch.setattr(script, fn, lambda seed, data_dir, label=label: ran.append(label))
+    monkeypatch.setattr(script, "report", lambda: None)
+    script.run_all([0], None, None, ["target", "tp", "l1"])
+    assert ran == ["target", "tp", "l1"]
+
+
+def test_units_kept_table_reads_masks_and_torch_pruning_shapes(script):
+    layers = [{"layers": ["conv1", "layer1.0.conv2"], "units": 16, "kept": 9}, {"layers": ["fc1"], "units": 50, "kept": 20}]
+    groups = {("group_halo", 0.5): [{"seed": 0, "layers": layers}],
+              ("tp_gnp", 0.5): [{"seed": 0, "layer_shapes": {"conv1": [7, 3, 3, 3], "fc1": [30, 16]}}],
+              ("l1", 0.5): [{"seed": 1, "layers": layers}]}  # seed 1 only: not in the seed-0 table
+    lines = script.units_kept(groups)
+    rows = [ln for ln in lines if ln.startswith("| conv1") or ln.startswith("| fc1")]
+    assert rows == ["| conv1 + 1 coupled | 16 | 9 | 7 |", "| fc1 | 50 | 20 | 30 |"]
