@@ -9,10 +9,10 @@ interrupted ones resume), every measured point one JSON under ``<out>/points/`` 
 when present).  ``--report`` rewrites ``README.md``, ``summary.csv`` and ``accuracy_vs_macs.png`` from the
 finished points only.
 
-    .venv/bin/python scripts/structured_results.py --seeds 0            # seed 0 of every method and level
-    .venv/bin/python scripts/structured_results.py --seeds 0 1 2        # more seeds
-    .venv/bin/python scripts/structured_results.py --case resnet20 --seeds 0 --jobs target tp
-    .venv/bin/python scripts/structured_results.py --report
+    .venv/bin/python scripts/structured_results.py                      # both cases, each at its seeds (3 / 1)
+    .venv/bin/python scripts/structured_results.py --case lenet5_caffe --seeds 0    # seed 0 of every method and level
+    .venv/bin/python scripts/structured_results.py --case resnet20 --jobs target tp   # two lanes: --jobs l1 group_lasso
+    .venv/bin/python scripts/structured_results.py --report             # rewrite both pages from finished points
 
 Protocol (also written on the page):
 
@@ -77,6 +77,7 @@ class Case:
     tp_reg: float = 5e-4
     speed_note: str = ""  # what the page says about MACs against measured time
     footer: tuple = ()  # protocol lines after the common ones
+    seeds: tuple = (0,)  # the seeds run when --seeds is not given
 
 
 CASES = {
@@ -101,6 +102,7 @@ CASES = {
             "- Training recipe: 10 epochs (the dense recipe `configs/mnist_lenet5_caffe_dense.toml`).",
             "- Group HALO / group lasso (`configs/mnist_lenet5_caffe_group_halo.toml`, `..._group_lasso.toml`): one group per "
             "output channel / neuron with its bias, the output layer fc2 not penalized."),
+        seeds=(0, 1, 2),
         footer=("- CIFAR-10 ResNet-20: [its own page](cifar10_resnet20/README.md) (a reduced CPU budget, one seed).",),
         speed_note=("MACs are not time: timed alone at batch 256 on one thread (once, this machine), conv1 (24x24 outputs "
                     "from one input channel) ran at 3.8 GMAC/s, conv2 at 12.1 and fc1 at 19.7, and conv1 with its ReLU and "
@@ -617,12 +619,11 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
     sizes = {"params": dense_of[0]["params_before"], "macs": dense_of[0]["macs_before"]} if dense_of else None
     own = [line.format(**sizes) if sizes else line.replace("{params:,} parameters, {macs:,} MACs", "the parameters and MACs")
            for line in CASE.protocol]
-    case = "" if CASE is CASES["lenet5_caffe"] else f"--case {next(k for k, c in CASES.items() if c is CASE)} "
-    seeds = "0 1 2" if CASE is CASES["lenet5_caffe"] else "0"
+    case = next(k for k, c in CASES.items() if c is CASE)
     lines = [f"# {CASE.title}", "",
-             f"Regenerate (resumable; finished runs and points are skipped): `.venv/bin/python scripts/structured_results.py "
-             f"{case}--seeds {seeds} --data-dir /work/shared/datasets`; rewrite this page from finished points only: "
-             f"`.venv/bin/python scripts/structured_results.py {case}--report`.", "",
+             "Regenerate both structured pages (LeNet-5-Caffe, 3 seeds, and CIFAR-10 ResNet-20, 1 seed; resumable: finished "
+             "runs and points are skipped): `.venv/bin/python scripts/structured_results.py --data-dir ../shared/datasets`; "
+             f"this page alone: `--case {case}`; rewrite the pages from finished points only: `--report`.", "",
              "## Protocol", "", *own,
              "- Budget per method: group HALO, group lasso and L1 without fine-tuning: the 10 training epochs, no fine-tuning. L1 with "
              f"fine-tuning: the 10 dense epochs + {FT_EPOCHS} fine-tuning epochs (SGD lr {FT_LR}, cosine to 0) = "
@@ -772,19 +773,21 @@ def units_kept(groups: dict) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the case's (LeNet-5-Caffe 0 1 2, ResNet-20 0)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--deadline", default=None, help="HH:MM: start no new job after this local time")
     ap.add_argument("--report", action="store_true", help="only rewrite the page from finished points")
-    ap.add_argument("--case", choices=sorted(CASES), default="lenet5_caffe", help="model and dataset (default lenet5_caffe)")
+    ap.add_argument("--case", nargs="+", choices=sorted(CASES), default=list(CASES), help="models and datasets (default both)")
     ap.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS),
                     help="run only these methods, in the order given (default all, in this order; e.g. two processes with different --jobs)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    use(a.case)
-    if not a.report:
-        run_all(a.seeds, a.data_dir, a.deadline, a.jobs)
-    report()
+    for key in a.case:
+        use(key)
+        if not a.report:
+            run_all(a.seeds or list(CASE.seeds), a.data_dir, a.deadline, a.jobs)
+        report()
+    use("lenet5_caffe")
     return 0
 
 
