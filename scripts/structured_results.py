@@ -473,6 +473,44 @@ def tp_points(seed: int, data_dir: str | None) -> None:
         log(f"{name}: test {extra['test_accuracy']:.2f}%")
 
 
+def rebuild(dense, shape, layers: list[dict]):
+    """A network of the pruned shapes: ``dense`` slimmed to the first ``kept`` units of every group of ``layers``
+    (``ChannelMask.layer_stats()``); same architecture and MACs as the pruned one, other weights."""
+    from sparsehalo.pruning import slim
+    from sparsehalo.pruning.structured import ChannelMask
+
+    masks = {}
+    for row in layers:
+        keep = torch.zeros(row["units"], dtype=torch.bool)
+        keep[: row["kept"]] = True
+        masks.update({name: keep for name in row["layers"]})
+    return slim(dense, ChannelMask(masks, shape, [tuple(r["layers"]) for r in layers]))
+
+
+def retime(data_dir: str | None) -> None:
+    """Measure latency / throughput of every finished point again, one after another in this process (run it on an
+    otherwise idle machine after the trainings).  Timing depends on the shapes only, so each pruned network is
+    rebuilt from its point: the dense network of its seed slimmed to the units kept per group (Torch-Pruning's:
+    its saved module)."""
+    from sparsehalo.training import load_run
+
+    dense_of: dict = {}
+    for path in sorted(POINTS.glob("*.json")):
+        p = json.loads(path.read_text())
+        if p["seed"] not in dense_of:
+            state, _ = load_run(train_run("dense", {}, p["seed"], data_dir))
+            dense_of[p["seed"]] = (state.model.eval(), state.input_shape)
+        dense, shape = dense_of[p["seed"]]
+        if "layers" in p:
+            small = rebuild(dense, shape, p["layers"])
+        else:
+            small = torch.load(SLIM / f"{path.stem}.module.pt", map_location="cpu", weights_only=False)
+        assert macs_of(small, shape) == p["macs_after"], f"{path.name}: the rebuilt network has other MACs"
+        p.update(side_by_side(dense, small.eval(), shape), retimed=True)
+        write_point(path.stem, p)
+        log(f"{path.stem}: throughput x{p['throughput_ratio']:.2f}, latency x{p['latency_speedup']:.2f}")
+
+
 def chosen(method: str) -> dict | None:
     """The candidate with the best mean validation accuracy over the levels (seed 0), once all are measured."""
     best, best_val = None, -1.0
@@ -648,8 +686,12 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
              "fine-tuning. Its `reg` was not tuned (the value of its own benchmark scripts).",
              "- Latency (batch 1) and throughput (batch 256): the trained dense network and the slim (physically smaller, "
              "dense) pruned one in one process on this CPU, `torch.set_num_threads(1)`, warm-up, the two alternated, median of "
-             "15 repeats (100 calls per repeat at batch 1, 3 at batch 256), `torch.inference_mode`. Another job used the "
-             "machine's other core meanwhile. File size: `torch.save` of the state dict.", *CASE.footer, ""]
+             "15 repeats (100 calls per repeat at batch 1, 3 at batch 256), `torch.inference_mode`. " + (
+                 "Measured again after all the trainings, every point one after another in one process on an otherwise "
+                 "idle machine (`--retime`; the pruned network rebuilt to its kept units per group)."
+                 if points and all(p.get("retimed") for p in points) else
+                 "Measured right after each training, while another job used the machine's other core.")
+             + " File size: `torch.save` of the state dict.", *CASE.footer, ""]
     if not points:
         return "\n".join(lines + ["No finished points yet."]) + "\n"
     n_all = len(points)
@@ -676,7 +718,7 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
               "MACs and parameters by sparsehalo's counter (Torch-Pruning's own counter, which also counts bias / ReLU / "
               "pooling operations, in parentheses for its rows). Speed: dense / pruned side by side in one process; the "
               "L1 rows with and without fine-tuning time the same architecture twice, so their spread (a few percent) is the "
-              "measurement noise (another job shared the machine).", "",
+              "measurement noise.", "",
               "| method | MACs target | MACs after of before | params after of before | file (KB) slim / dense | latency b=1 (ms) dense / pruned | "
               "speed-up | throughput b=256 (img/s) dense / pruned | ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method in ORDER:
@@ -777,6 +819,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--deadline", default=None, help="HH:MM: start no new job after this local time")
     ap.add_argument("--report", action="store_true", help="only rewrite the page from finished points")
+    ap.add_argument("--retime", action="store_true", help="measure the speed of every finished point again (idle machine), then report")
     ap.add_argument("--case", nargs="+", choices=sorted(CASES), default=list(CASES), help="models and datasets (default both)")
     ap.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS),
                     help="run only these methods, in the order given (default all, in this order; e.g. two processes with different --jobs)")
@@ -784,7 +827,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     for key in a.case:
         use(key)
-        if not a.report:
+        if a.retime:
+            retime(a.data_dir)
+        elif not a.report:
             run_all(a.seeds or list(CASE.seeds), a.data_dir, a.deadline, a.jobs)
         report()
     use("lenet5_caffe")

@@ -111,3 +111,15 @@ def test_units_kept_table_reads_masks_and_torch_pruning_shapes(script):
     lines = script.units_kept(groups)
     rows = [ln for ln in lines if ln.startswith("| conv1") or ln.startswith("| fc1")]
     assert rows == ["| conv1 + 1 coupled | 16 | 9 | 7 |", "| fc1 | 50 | 20 | 30 |"]
+
+
+def test_rebuild_gives_the_pruned_shapes_and_macs(script):
+    from sparsehalo import models
+    from sparsehalo.pruning import prune_channels
+
+    torch.manual_seed(0)
+    dense, shape = models.build("resnet", depth=8, num_classes=10).eval(), (3, 32, 32)
+    mask = prune_channels(dense, shape, macs=0.5, apply=False)
+    small, again = slim(dense, mask), script.rebuild(dense, shape, mask.layer_stats())
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in small.state_dict().items()}
+    assert _macs(again, shape) == _macs(small, shape) == mask.macs_after
