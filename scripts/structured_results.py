@@ -551,6 +551,8 @@ JOBS = ("group_halo", "tp", "l1", "group_lasso", "target")
 def run_all(seeds: list[int], data_dir: str | None, deadline: str | None, only=JOBS) -> None:
     jobs = []
     def penalty_jobs(method: str, seed: int) -> list:
+        if method not in CANDIDATES:  # not run in this case
+            return []
         if seed == 0:
             return [(f"{method} {setting_key(s)} s0", lambda s=s: penalty_points(method, s, 0, data_dir)) for s in CANDIDATES[method]]
         return [(f"{method} chosen s{seed}",

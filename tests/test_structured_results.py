@@ -123,3 +123,16 @@ def test_rebuild_gives_the_pruned_shapes_and_macs(script):
     small, again = slim(dense, mask), script.rebuild(dense, shape, mask.layer_stats())
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in small.state_dict().items()}
     assert _macs(again, shape) == _macs(small, shape) == mask.macs_after
+
+
+def test_a_case_without_a_method_skips_its_jobs(script, monkeypatch):
+    ran = []
+    monkeypatch.setattr(script, "target_points", lambda seed, data_dir: ran.append("target"))
+    monkeypatch.setattr(script, "penalty_points", lambda *a: ran.append("penalty"))
+    monkeypatch.setattr(script, "report", lambda: None)
+    try:
+        script.use("resnet20")  # no fixed-strength group HALO on CIFAR
+        script.run_all([0], None, None, ["group_halo", "target"])
+    finally:
+        script.use("lenet5_caffe")
+    assert ran == ["target"]
