@@ -124,6 +124,9 @@ CASES = {
         target_start={"xi": 1e-3, "psi": 1e-3}, target_named=True, target_name="cifar10_resnet20_cpu_group_halo_target",
         val_size=5000,
         title="Structured pruning at matched MACs: CIFAR-10 ResNet-20 (REDUCED CPU budget, one seed)",
+        speed_note=("MACs are not time: BatchNorm, ReLU and the residual additions (no MACs) scale with the activations "
+                    "of the kept channels, and the residual streams, which every block reads and writes, keep most of their "
+                    "channels in every method here (units kept per group below)."),
         protocol=(
             "- **A REDUCED experiment, not a paper protocol**: 10 epochs per method (papers train ResNet-20 for 160-300), one "
             "seed (0), no tuning of any method on CIFAR (one setting each, stated in its config; group HALO's target start: "
@@ -729,7 +732,9 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
     if any(tp_pre.values()):
         lines += ["", "For Torch-Pruning, \"before pruning\" is the network after its sparsity learning; right after pruning, "
                   "before its fine-tuning, it scored " + " and ".join(f"{agg(v)} at {1 / (1 - lv):g}x" for lv, v in tp_pre.items() if v)
-                  + " (pruning itself cost it almost nothing: after the sparsity learning the units it removed contributed little)."]
+                  + " (pruning itself cost it " + " and ".join(
+                      f"{statistics.mean(p['test_accuracy_before'] for p in groups[('tp_gnp', lv)]) - statistics.mean(v):.2f} points"
+                      f" at {1 / (1 - lv):g}x" for lv, v in tp_pre.items() if v) + ")."]
     lines += ["", "## Size and measured speed (seed means)", "",
               "MACs and parameters by sparsehalo's counter (Torch-Pruning's own counter, which also counts bias / ReLU / "
               "pooling operations, in parentheses for its rows). Speed: dense / pruned side by side in one process; the "
@@ -768,8 +773,9 @@ def page(points: list[dict], rows: list[dict], groups: dict) -> str:
                      f"**{'met' if halo and min(halo) >= 1.8 else 'missed'} for group HALO**; "
                      f"met by {', '.join(met) or 'none'}; missed by {', '.join(missed) or 'none'} "
                      f"({', '.join(f'{LABELS[m]} {r:.2f}x' for m, r in ratios.items())}). {CASE.speed_note}")
-    lines += ["", "Ranking by mean test accuracy (differences of 0.1 point are about one seed's spread here; see the std "
-              "where n > 1):", ""]
+    lines += ["", "Ranking by mean test accuracy (" + ("differences of 0.1 point are about one seed's spread here; see the std "
+              "where n > 1):" if any(len(v) > 1 for v in groups.values()) else "one seed: no spread was measured; on the "
+              "LeNet-5-Caffe page one seed's spread is about 0.1 point, on CIFAR it is larger):"), ""]
     for lv in LEVELS:
         ranked = sorted(((statistics.mean(p["test_accuracy"] for p in groups[(m, lv)]), m) for m in ORDER if (m, lv) in groups), reverse=True)
         lines.append(f"- {1 / (1 - lv):g}x fewer MACs: " + " > ".join(f"{LABELS[m]} {a:.2f}" for a, m in ranked))
