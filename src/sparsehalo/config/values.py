@@ -64,6 +64,8 @@ def check_value(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key {key!r} needs an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:  # TOML's integers are 64-bit; no setting needs more
+            raise ConfigError(f"config key {key!r}: {str(value)[:20]}... is too large for an integer")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
